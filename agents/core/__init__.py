@@ -1,0 +1,1 @@
+"""Shared runtime: settings, logs, metrics, broker, clock and the AI decision engine."""

@@ -1,0 +1,388 @@
+"""The InfluxDB contract: every measurement, tag and field the agents write, in one place.
+
+Agents write only through `Measurement.point(...)`, which rejects unknown tags or fields and
+wrong field types, so a typo cannot create a series no dashboard reads. The dashboards build
+their Flux queries from the same objects. Tags stay low-cardinality: never a message id.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agents.core.logs import Logger, describe_error
+
+if TYPE_CHECKING:
+    from agents.core.settings import CommonSettings
+
+FieldType = type[int] | type[float] | type[str] | type[bool]
+
+COMMON_TAGS = frozenset({"agent_id", "agent_type"})
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    tags: frozenset[str]
+    fields: Mapping[str, FieldType]
+    description: str = ""
+
+    def point(
+        self,
+        tags: Mapping[str, str],
+        fields: Mapping[str, Any],
+        time_ns: int | None = None,
+    ) -> MetricPoint:
+        unknown_tags = set(tags) - self.tags
+        missing_tags = COMMON_TAGS - set(tags)
+        unknown_fields = set(fields) - set(self.fields)
+        if unknown_tags or missing_tags or unknown_fields or not fields:
+            raise ValueError(
+                f"{self.name}: unknown tags {sorted(unknown_tags)}, missing tags "
+                f"{sorted(missing_tags)}, unknown fields {sorted(unknown_fields)}"
+            )
+        coerced: dict[str, int | float | str | bool] = {}
+        for key, value in fields.items():
+            kind = self.fields[key]
+            if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+                value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError(f"{self.name}.{key}: not a finite number")
+            elif kind is int and isinstance(value, bool):
+                value = int(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise TypeError(f"{self.name}.{key}: expected {kind.__name__}, got {value!r}")
+            coerced[key] = value
+        return MetricPoint(
+            measurement=self.name,
+            tags={k: str(v) for k, v in tags.items() if str(v) != ""},
+            fields=coerced,
+            time_ns=time_ns if time_ns is not None else time.time_ns(),
+        )
+
+
+def _m(name: str, extra_tags: set[str], fields: Mapping[str, FieldType], doc: str) -> Measurement:
+    return Measurement(name, COMMON_TAGS | frozenset(extra_tags), dict(fields), doc)
+
+
+PUBLISH = _m(
+    "publish",
+    {"queue"},
+    {"messages_published": int, "publish_duration_ms": float},
+    "One point per confirmed publish; duration is the publisher-confirm round trip.",
+)
+CONSUME = _m(
+    "consume",
+    {"queue", "action"},
+    {"messages_consumed": int, "processing_duration_ms": float, "ai_decision_used": bool},
+    "One point per message handled (processed, batched-then-processed or flagged).",
+)
+AI_DECISION = _m(
+    "ai_decision",
+    {"mode", "action", "fallback", "model"},
+    {
+        "ai_decision_count": int,
+        "ai_fallback_count": int,
+        "ai_reasoning_text": str,
+        "tokens_used": int,
+        "input_tokens": int,
+        "output_tokens": int,
+        "cost_usd": float,
+        "decision_latency_ms": float,
+        "queue_depth_fictional": int,
+        "queue_depth_non_fictional": int,
+        "fictional_interval_s": float,
+        "nonfictional_interval_s": float,
+    },
+    "One point per AI decision (live, replayed, dry-run or fallback), with tokens and cost.",
+)
+QUEUE_DEPTH = _m(
+    "queue_depth",
+    {"queue"},
+    {"queue_depth": int, "queue_depth_at_decision": int, "consumers": int},
+    "Queue depths: sampled by the monitor (queue_depth) and read by publishers when deciding.",
+)
+ERRORS = _m(
+    "errors",
+    {"kind"},
+    {"error_count": int},
+    "One point per error an agent handled (dead-lettered message, publish failure, ...).",
+)
+ANOMALY = _m(
+    "anomaly",
+    {"queue"},
+    {"anomaly_count": int},
+    "One point per message a consumer flagged as an anomaly.",
+)
+HEALTH = _m(
+    "health",
+    {"status"},
+    {"status_code": int, "issues_count": int, "issues": str, "suggestions": str},
+    "The monitor's health analyses: status_code 0 healthy, 1 warning, 2 critical.",
+)
+
+SCHEMA: dict[str, Measurement] = {
+    m.name: m for m in (PUBLISH, CONSUME, AI_DECISION, QUEUE_DEPTH, ERRORS, ANOMALY, HEALTH)
+}
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, int | float | str | bool]
+    time_ns: int = field(default_factory=time.time_ns)
+
+    def to_line_protocol(self) -> str:
+        from influxdb_client import Point, WritePrecision
+
+        point = Point(self.measurement)
+        for key in sorted(self.tags):
+            point.tag(key, self.tags[key])
+        for key in sorted(self.fields):
+            point.field(key, self.fields[key])
+        point.time(self.time_ns, WritePrecision.NS)
+        return str(point.to_line_protocol())
+
+    @property
+    def time(self) -> datetime:
+        from datetime import UTC
+
+        return datetime.fromtimestamp(self.time_ns / 1e9, tz=UTC)
+
+
+class MetricsSink(Protocol):
+    def write(self, point: MetricPoint) -> None:
+        """Queue a point; never raises into the caller."""
+
+    def close(self) -> None:
+        """Flush what is queued and release resources."""
+
+    @property
+    def description(self) -> str:
+        """Where the points go, for the start-up log line."""
+
+
+class WriteErrorCounter:
+    """Counts failed writes and logs them at most once per `interval` seconds."""
+
+    def __init__(self, logger: Logger | None, interval: float = 30.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._last_log = -math.inf
+        self._suppressed = 0
+        self.failed_points = 0
+        self.written_points = 0
+
+    def succeeded(self, count: int) -> None:
+        with self._lock:
+            self.written_points += count
+
+    def failed(self, count: int, exc: BaseException, where: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.failed_points += count
+            if now - self._last_log < self._interval:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last_log = self._suppressed, 0, now
+            total = self.failed_points
+        if self._logger is not None:
+            self._logger.error(
+                "Metrics write failed; points dropped",
+                sink=where,
+                error=describe_error(exc),
+                dropped_points_total=total,
+                similar_errors_suppressed=suppressed,
+            )
+
+
+class MemorySink:
+    """Keeps points in a list: for unit tests and the in-process benchmarks."""
+
+    description = "memory"
+
+    def __init__(self) -> None:
+        self.points: list[MetricPoint] = []
+        self._lock = threading.Lock()
+
+    def write(self, point: MetricPoint) -> None:
+        with self._lock:
+            self.points.append(point)
+
+    def close(self) -> None:
+        return None
+
+    def where(self, measurement: str, **tags: str) -> list[MetricPoint]:
+        with self._lock:
+            return [
+                p
+                for p in self.points
+                if p.measurement == measurement and all(p.tags.get(k) == v for k, v in tags.items())
+            ]
+
+
+class FileSink:
+    """Appends line protocol to a file: the embedded default when INFLUXDB_URL is unset.
+
+    Several agents may share the file: each point is one `write` of one line to a file opened
+    in append mode, which POSIX keeps whole for writes of this size.
+    """
+
+    def __init__(self, path: Path, logger: Logger | None = None) -> None:
+        self.path = path
+        self.errors = WriteErrorCounter(logger)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        return f"file:{self.path}"
+
+    def write(self, point: MetricPoint) -> None:
+        data = (point.to_line_protocol() + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                return
+            try:
+                os.write(self._fd, data)
+            except OSError as exc:
+                self.errors.failed(1, exc, self.description)
+            else:
+                self.errors.succeeded(1)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+class InfluxSink:
+    """Batched writes to InfluxDB 2 on influxdb-client's background thread.
+
+    `write` only enqueues, so a slow or dead InfluxDB never blocks an agent loop; failed batches
+    are counted and logged (rate-limited) through the client's callbacks, never raised.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        logger: Logger | None = None,
+        *,
+        batch_size: int = 500,
+        flush_interval_ms: int = 1_000,
+        timeout_ms: int = 5_000,
+        max_retries: int = 2,
+    ) -> None:
+        from influxdb_client import InfluxDBClient, WriteOptions
+
+        self.url, self.org, self.bucket = url, org, bucket
+        self.errors = WriteErrorCounter(logger)
+        self._client = InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
+        options = WriteOptions(
+            batch_size=batch_size,
+            flush_interval=flush_interval_ms,
+            retry_interval=500,
+            max_retries=max_retries,
+            max_retry_delay=2_000,
+            max_retry_time=5_000,
+            max_close_wait=5_000,  # shutdown must finish within the agents' 10 s budget
+        )
+        self._write_api = self._client.write_api(
+            write_options=options,
+            success_callback=self._on_success,
+            error_callback=self._on_error,
+        )
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        return f"influxdb:{self.url} org={self.org} bucket={self.bucket}"
+
+    def _on_success(self, conf: Any, data: str | bytes) -> None:
+        self.errors.succeeded(_line_count(data))
+
+    def _on_error(self, conf: Any, data: str | bytes, exc: BaseException) -> None:
+        self.errors.failed(_line_count(data), exc, self.description)
+
+    def write(self, point: MetricPoint) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._write_api.write(
+                    bucket=self.bucket, org=self.org, record=point.to_line_protocol()
+                )
+            except Exception as exc:  # the client raises only on misuse; still never propagate
+                self.errors.failed(1, exc, self.description)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._write_api.close()
+        finally:
+            self._client.close()
+
+
+def _line_count(data: str | bytes) -> int:
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    return max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+
+
+def sink_from_settings(settings: CommonSettings, logger: Logger | None = None) -> MetricsSink:
+    """InfluxDB when INFLUXDB_URL is set, else the embedded line-protocol file (with a WARNING)."""
+    if settings.influxdb_url:
+        token = settings.influxdb_token.get_secret_value() if settings.influxdb_token else ""
+        return InfluxSink(
+            settings.influxdb_url,
+            token,
+            settings.influxdb_org,
+            settings.influxdb_bucket,
+            logger,
+        )
+    if logger is not None:
+        logger.warning(
+            "INFLUXDB_URL is not set: metrics go to an embedded line-protocol file",
+            metrics_file=str(settings.metrics_file),
+        )
+    return FileSink(settings.metrics_file, logger)
+
+
+class Metrics:
+    """The agent-facing writer: fills in agent_id/agent_type and hands points to a sink."""
+
+    def __init__(self, sink: MetricsSink, agent_id: str, agent_type: str) -> None:
+        self.sink = sink
+        self._base_tags = {"agent_id": agent_id, "agent_type": agent_type}
+
+    def write(
+        self,
+        measurement: Measurement,
+        fields: Mapping[str, Any],
+        time_ns: int | None = None,
+        **tags: str,
+    ) -> None:
+        self.sink.write(measurement.point({**self._base_tags, **tags}, fields, time_ns))
+
+    def error(self, kind: str) -> None:
+        self.write(ERRORS, {"error_count": 1}, kind=kind)
+
+    def close(self) -> None:
+        self.sink.close()

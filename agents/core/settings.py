@@ -1,0 +1,272 @@
+"""Settings: one pydantic-settings model per agent type, validated once at start-up.
+
+Every variable of the specification is here with its default. A bad value raises
+`SettingsError`, whose message is one line naming the variable and what is allowed; the CLI
+turns that into exit code 2. Secrets are `SecretStr`, so printing a model never shows them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QUEUES: tuple[str, ...] = ("fictional", "non-fictional")
+AGENT_ID_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+
+AgentType = Literal["publisher", "consumer", "monitor"]
+
+
+class SettingsError(Exception):
+    """A setting is missing or out of range. `str(err)` is one line naming the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+class CommonSettings(BaseSettings):
+    """Variables every agent reads: broker, metrics, AI and cost limits."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        env_ignore_empty=True,  # compose passes `${VAR:-}` as "" for unset secrets
+        frozen=True,
+    )
+
+    agent_type: ClassVar[AgentType]
+
+    # --- Claude -------------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    claude_model: str = Field("claude-haiku-5-5", min_length=1, max_length=100)
+    dry_run: bool = False
+    ai_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    ai_max_retries: int = Field(1, ge=0, le=5)
+    max_tokens: int = Field(300, ge=16, le=4096)
+    max_tokens_per_hour: int = Field(50_000, ge=0, le=10_000_000)
+    # Per agent. Five agents x these = $0.10 per 10 min and $0.45 per hour, the
+    # specification's budget, so the fleet cannot exceed it whatever happens.
+    max_cost_per_10min_usd: float = Field(0.02, ge=0, le=100)
+    max_cost_per_hour_usd: float = Field(0.09, ge=0, le=1000)
+    cassettes_dir: Path = Path("cassettes")
+
+    # --- InfluxDB -----------------------------------------------------------------------
+    influxdb_url: str | None = None
+    influxdb_token: SecretStr | None = None
+    influxdb_org: str = Field("monitoring", min_length=1)
+    influxdb_bucket: str = Field("agent_metrics", min_length=1)
+    metrics_file: Path = Path("var/metrics.lp")
+
+    # --- RabbitMQ -----------------------------------------------------------------------
+    rabbitmq_host: str = Field("localhost", min_length=1)
+    rabbitmq_port: int = Field(5672, ge=1, le=65535)
+    rabbitmq_user: str = Field("guest", min_length=1)
+    rabbitmq_pass: SecretStr = SecretStr("guest")
+    rabbitmq_vhost: str = "/"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("influxdb_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @property
+    def agent_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def ai_min_interval_seconds(self) -> float:
+        """At most one Claude call per this many seconds (the rate limiter's interval)."""
+        raise NotImplementedError
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so log and error redaction can scrub them wherever they appear."""
+        values = [self.anthropic_api_key, self.influxdb_token, self.rabbitmq_pass]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+    def masked(self) -> dict[str, Any]:
+        """The resolved settings as JSON-ready data, secrets shown as '**********' (or null)."""
+        data = self.model_dump(mode="json")
+        data["agent_type"] = self.agent_type
+        data["agent_id"] = self.agent_id
+        return {key.upper(): value for key, value in data.items()}
+
+
+class PublisherSettings(CommonSettings):
+    agent_type: ClassVar[AgentType] = "publisher"
+
+    publisher_id: str = Field("publisher-1", pattern=AGENT_ID_PATTERN)
+    max_tokens: int = Field(300, ge=16, le=4096)
+    decision_interval_seconds: float = Field(60.0, ge=1, le=86_400)
+    fictional_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    nonfictional_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    # Whatever the model answers, intervals are clamped into [min, max].
+    min_publish_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    max_publish_interval_seconds: float = Field(300.0, gt=0, le=86_400)
+
+    @property
+    def agent_id(self) -> str:
+        return self.publisher_id
+
+    @property
+    def ai_min_interval_seconds(self) -> float:
+        return self.decision_interval_seconds
+
+
+class ConsumerSettings(CommonSettings):
+    agent_type: ClassVar[AgentType] = "consumer"
+
+    consumer_id: str = Field("consumer-1", pattern=AGENT_ID_PATTERN)
+    max_tokens: int = Field(200, ge=16, le=4096)
+    ai_decision_rate: float = Field(0.1, ge=0, le=1)
+    ai_call_interval_seconds: float = Field(30.0, ge=1, le=86_400)
+    ai_sampling_seed: int | None = None
+    consumer_queues: str = ",".join(QUEUES)
+    prefetch_count: int = Field(50, ge=1, le=10_000)
+    batch_size: int = Field(10, ge=1, le=1000)
+    batch_max_wait_seconds: float = Field(5.0, gt=0, le=3600)
+    processing_time_ms: float = Field(0.0, ge=0, le=60_000)
+
+    @field_validator("consumer_queues")
+    @classmethod
+    def _known_queues(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(names) - set(QUEUES))
+        if not names or unknown:
+            raise ValueError(f"must be a comma-separated subset of {','.join(QUEUES)}")
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return tuple(self.consumer_queues.split(","))
+
+    @property
+    def agent_id(self) -> str:
+        return self.consumer_id
+
+    @property
+    def ai_min_interval_seconds(self) -> float:
+        return self.ai_call_interval_seconds
+
+
+class MonitorSettings(CommonSettings):
+    agent_type: ClassVar[AgentType] = "monitor"
+
+    # The specification names this AGENT_ID (monitor-1).
+    agent_id_: str = Field("monitor-1", pattern=AGENT_ID_PATTERN, alias="AGENT_ID")
+    max_tokens: int = Field(400, ge=16, le=4096)
+    check_interval_seconds: float = Field(120.0, ge=1, le=86_400)
+    queue_sample_interval_seconds: float = Field(10.0, ge=1, le=3600)
+    summary_window_seconds: float = Field(300.0, ge=10, le=86_400)
+
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent_id_
+
+    @property
+    def ai_min_interval_seconds(self) -> float:
+        return self.check_interval_seconds
+
+    def masked(self) -> dict[str, Any]:
+        data = super().masked()
+        data.pop("AGENT_ID_", None)
+        return data
+
+
+class BrokerSettings(CommonSettings):
+    """For commands that only talk to RabbitMQ (`agents setup rabbitmq`, `agents run`)."""
+
+    agent_type: ClassVar[AgentType] = "monitor"
+
+    @property
+    def agent_id(self) -> str:
+        return "setup"
+
+    @property
+    def ai_min_interval_seconds(self) -> float:
+        return 0.0
+
+
+SETTINGS_BY_TYPE: dict[str, type[CommonSettings]] = {
+    "publisher": PublisherSettings,
+    "consumer": ConsumerSettings,
+    "monitor": MonitorSettings,
+}
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment (plus `overrides`), or raise a one-line SettingsError."""
+    try:
+        settings = cls(**overrides)
+    except ValidationError as exc:
+        raise _first_error(cls, exc) from None
+    if isinstance(settings, PublisherSettings) and (
+        settings.min_publish_interval_seconds > settings.max_publish_interval_seconds
+    ):
+        raise SettingsError(
+            "MIN_PUBLISH_INTERVAL_SECONDS",
+            "must not exceed MAX_PUBLISH_INTERVAL_SECONDS",
+        )
+    return settings
+
+
+def _first_error(cls: type[CommonSettings], exc: ValidationError) -> SettingsError:
+    error = exc.errors()[0]
+    field_name = str(error["loc"][0]) if error["loc"] else "?"
+    field = cls.model_fields.get(field_name)
+    if field is None:  # reported by alias
+        field_name = next(
+            (n for n, f in cls.model_fields.items() if f.alias == field_name), field_name
+        )
+        field = cls.model_fields.get(field_name)
+    variable = (field.alias if field and field.alias else field_name).upper()
+    secret = field is not None and "SecretStr" in str(field.annotation)
+    shown = "" if secret else f" (got {str(error.get('input'))[:40]!r})"
+    allowed = _allowed(field.metadata) if field else ""
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    problem = f"{reason}{shown}" + (f"; allowed range {allowed}" if allowed else "")
+    return SettingsError(variable, problem)
+
+
+def _allowed(metadata: list[Any]) -> str:
+    low = high = ""
+    for item in metadata:
+        if isinstance(item, Ge):
+            low = f"[{item.ge}"
+        elif isinstance(item, Gt):
+            low = f"({item.gt}"
+        elif isinstance(item, Le):
+            high = f"{item.le}]"
+        elif isinstance(item, Lt):
+            high = f"{item.lt})"
+    if not (low or high):
+        return ""
+    return f"{low or '(-inf'}, {high or 'inf)'}"
+
+
+__all__ = [
+    "QUEUES",
+    "AgentType",
+    "Annotated",
+    "BrokerSettings",
+    "CommonSettings",
+    "ConsumerSettings",
+    "MonitorSettings",
+    "PublisherSettings",
+    "SettingsError",
+    "load_settings",
+]

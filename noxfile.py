@@ -1,0 +1,97 @@
+"""Developer and CI sessions. `nox` alone runs lint and tests; the rest are opt-in.
+
+Each session installs the locked dependencies (uv.lock) into its own virtualenv, so CI and a
+laptop test the same versions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    """Install the project and the given dependency groups exactly as locked in uv.lock."""
+    args = ["uv", "sync", "--locked", "--no-default-groups", "--inexact"]
+    for group in groups:
+        args += ["--group", group]
+    session.run_install(
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        external=True,
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, mypy --strict."""
+    install(session, "lint", "test")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Everything that runs without Docker, the RabbitMQ integration tier included."""
+    install(session, "test")
+    session.run(
+        "pytest",
+        "-m",
+        "not docker and not bench",
+        "--block-network",
+        "--allowed-hosts=127.0.0.1,localhost,::1",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def e2e(session: nox.Session) -> None:
+    """The compose stack end to end (needs a Docker engine; skips with a reason otherwise)."""
+    install(session, "test")
+    session.run("pytest", "-m", "docker", "tests/e2e", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def record(session: nox.Session) -> None:
+    """Re-record the Claude cassettes against the real API (needs ANTHROPIC_API_KEY; costs cents)."""
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        session.error("ANTHROPIC_API_KEY is not set: recording needs the real API")
+    install(session, "test")
+    session.run("python", "-m", "agents.core.ai.record", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the local RabbitMQ: writes benchmarks/results/latest.json and a chart."""
+    install(session, "test", "bench")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def faults(session: nox.Session) -> None:
+    """Fault-injection scenarios too long for the default run; writes benchmarks/results/faults.json."""
+    install(session, "test", "bench")
+    session.run("pytest", "-m", "faults", "tests/faults", "--run-long-faults", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def dashboards(session: nox.Session) -> None:
+    """Regenerate infra/grafana/dashboards/*.json from the Python definitions."""
+    install(session)
+    session.run("python", "-m", "agents.dashboards", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Run the fleet locally (no Docker) against the local RabbitMQ, AI in dry-run/replay mode."""
+    install(session)
+    session.run("agents", "run", *session.posargs)

@@ -1,0 +1,98 @@
+"""Shared fixtures. RabbitMQ tests get a fresh vhost each, so they never see each other's messages
+while still using the specification's exchange and queue names."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+import uuid
+from base64 import b64encode
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+RABBIT_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
+RABBIT_PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
+MGMT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{RABBIT_HOST}:15672")
+MGMT_AUTH = "Basic " + b64encode(b"guest:guest").decode()
+
+_rabbit_ok: bool | None = None
+
+
+def _rabbit_reachable() -> bool:
+    global _rabbit_ok
+    if _rabbit_ok is None:
+        try:
+            with socket.create_connection((RABBIT_HOST, RABBIT_PORT), timeout=2):
+                _rabbit_ok = True
+        except OSError:
+            _rabbit_ok = False
+    return _rabbit_ok
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("rabbitmq") and not _rabbit_reachable():
+        reason = (
+            f"RabbitMQ not reachable at {RABBIT_HOST}:{RABBIT_PORT} "
+            "(start it: rabbitmq-server -detached)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+def management(method: str, path: str, body: Any = None) -> Any:
+    """Call the RabbitMQ management HTTP API as guest; returns parsed JSON (or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        MGMT_URL + path,
+        data=data,
+        method=method,
+        headers={"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A brand-new vhost with guest permissions, deleted afterwards."""
+    if not _rabbit_reachable():
+        pytest.skip("RabbitMQ not reachable")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    management("PUT", f"/api/vhosts/{name}")
+    management(
+        "PUT",
+        f"/api/permissions/{name}/guest",
+        {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+    try:
+        yield name
+    finally:
+        try:
+            management("DELETE", f"/api/vhosts/{name}")
+        except urllib.error.URLError:
+            pass
+
+
+@pytest.fixture
+def rabbit_env(vhost: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing agents at the test vhost, with AI in dry-run and metrics in memory."""
+    env = {
+        "RABBITMQ_HOST": RABBIT_HOST,
+        "RABBITMQ_PORT": str(RABBIT_PORT),
+        "RABBITMQ_USER": "guest",
+        "RABBITMQ_PASS": "guest",
+        "RABBITMQ_VHOST": vhost,
+        "DRY_RUN": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("INFLUXDB_URL", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    return env
