@@ -62,7 +62,7 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def record(session: nox.Session) -> None:
-    """Re-record the Claude cassettes against the real API (needs ANTHROPIC_API_KEY; costs cents)."""
+    """Re-record the Claude cassettes against the real API (needs ANTHROPIC_API_KEY)."""
     if not os.environ.get("ANTHROPIC_API_KEY"):
         session.error("ANTHROPIC_API_KEY is not set: recording needs the real API")
     install(session, "test")
@@ -78,7 +78,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def faults(session: nox.Session) -> None:
-    """Fault-injection scenarios too long for the default run; writes benchmarks/results/faults.json."""
+    """Long fault-injection scenarios; writes benchmarks/results/faults.json."""
     install(session, "test", "bench")
     session.run("pytest", "-m", "faults", "tests/faults", "--run-long-faults", *session.posargs)
 

@@ -3,6 +3,7 @@ while still using the specification's exchange and queue names."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -74,10 +75,8 @@ def vhost() -> Iterator[str]:
     try:
         yield name
     finally:
-        try:
+        with contextlib.suppress(urllib.error.URLError):
             management("DELETE", f"/api/vhosts/{name}")
-        except urllib.error.URLError:
-            pass
 
 
 @pytest.fixture

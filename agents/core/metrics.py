@@ -57,15 +57,23 @@ class Measurement:
                     raise ValueError(f"{self.name}.{key}: not a finite number")
             elif kind is int and isinstance(value, bool):
                 value = int(value)
+            elif kind is str and isinstance(value, str):
+                # One point per line in the file sink and in the write body: no raw newlines.
+                value = " ".join(value.splitlines())[:4096]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise TypeError(f"{self.name}.{key}: expected {kind.__name__}, got {value!r}")
             coerced[key] = value
         return MetricPoint(
             measurement=self.name,
-            tags={k: str(v) for k, v in tags.items() if str(v) != ""},
+            tags={k: _tag_value(v) for k, v in tags.items() if str(v) != ""},
             fields=coerced,
             time_ns=time_ns if time_ns is not None else time.time_ns(),
         )
+
+
+def _tag_value(value: object) -> str:
+    # Line protocol has no escape for control characters in tags; they would split the line.
+    return "".join(ch if ch.isprintable() else "_" for ch in str(value))[:256]
 
 
 def _m(name: str, extra_tags: set[str], fields: Mapping[str, FieldType], doc: str) -> Measurement:
