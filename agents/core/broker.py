@@ -1,0 +1,734 @@
+"""RabbitMQ through pika: the topology, confirmed publishing, acked consuming, and reconnection.
+
+One `RabbitBroker` owns one `BlockingConnection` (pika's blocking adapter is not thread-safe, so
+one broker per thread) with two channels: a *control* channel in confirm mode for declaring,
+publishing and reading queue depths, and a *consume* channel carrying every consumer. Keeping
+consumers off the confirm channel means a 404 on a bad publish never takes the consumers down.
+
+No-loss recipe: durable exchange and queues, persistent messages, publisher confirms with
+`mandatory=True` (an unroutable message is an error the caller sees), manual acks with a bounded
+prefetch, and a dead-letter exchange for rejected messages. When the connection drops, the broker
+requeues whatever was unacked, and `process_events` reconnects with capped exponential backoff,
+logging one ERROR line per failed attempt, redeclaring the topology and re-registering consumers.
+It never raises for a lost connection, so an agent keeps running (no crash loop) and recovers on
+its own when RabbitMQ comes back.
+
+Rejecting with a reason: `basic_reject` cannot add headers, so `Delivery.reject(reason)` publishes
+a copy of the message to the dead-letter exchange with `x-reject-reason` (plus the original queue
+and routing key) under confirms, then acks the original. If that copy cannot be confirmed it falls
+back to `basic_reject(requeue=False)`, so the broker dead-letters the message natively (with its
+`x-death` header) and the reason is only in the WARNING log line. Either way the message reaches
+`books.dead-letter`. A connection lost between the copy and the ack means the original is
+redelivered and may be dead-lettered twice: at-least-once, never lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from agents.core.clock import Clock, SystemClock
+from agents.core.logs import JsonLogger, Logger, Redactor, describe_error
+from agents.core.settings import CommonSettings
+
+EXCHANGE = "books"
+QUEUES: tuple[str, ...] = ("fictional", "non-fictional")  # routing key == queue name
+DLX = "books.dlx"
+DEAD_LETTER_QUEUE = "books.dead-letter"
+ANOMALY_QUEUE = "books.anomalies"
+
+REJECT_REASON_HEADER = "x-reject-reason"
+ORIGINAL_QUEUE_HEADER = "x-original-queue"
+ORIGINAL_ROUTING_KEY_HEADER = "x-original-routing-key"
+
+# pika's default heartbeat; an agent must call `process_events` at least this often (instead of
+# sleeping) or the broker drops the connection after two missed beats.
+HEARTBEAT_SECONDS = 60
+BASE_BACKOFF_SECONDS = 0.5
+
+_ACCESS_REFUSED = 403
+_NOT_FOUND = 404
+_PRECONDITION_FAILED = 406
+
+# Anything pika or the socket layer can throw while talking to the broker.
+_TRANSIENT: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
+
+_AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
+
+Outcome = Literal["ack", "reject", "requeue"]
+
+
+class BrokerError(Exception):
+    """Connection or setup failure. Names host:port/vhost, never the password."""
+
+
+class PublishError(BrokerError):
+    """A publish was nacked, unroutable (mandatory), or the connection was lost while publishing."""
+
+
+class TopologyError(BrokerError):
+    """The broker holds an exchange or queue with different arguments: retrying cannot help."""
+
+
+# --------------------------------------------------------------------------------------------
+# Topology
+
+
+def connection_parameters(settings: CommonSettings) -> pika.ConnectionParameters:
+    """Parameters for one attempt: our own loop does the retrying, so it can log each failure."""
+    return pika.ConnectionParameters(
+        host=settings.rabbitmq_host,
+        port=settings.rabbitmq_port,
+        virtual_host=settings.rabbitmq_vhost,
+        credentials=pika.PlainCredentials(
+            settings.rabbitmq_user, settings.rabbitmq_pass.get_secret_value()
+        ),
+        heartbeat=HEARTBEAT_SECONDS,
+        connection_attempts=1,
+        socket_timeout=5.0,
+        stack_timeout=10.0,
+        # A publisher blocked by a broker resource alarm fails visibly instead of hanging forever.
+        blocked_connection_timeout=60.0,
+        # Shown in the management UI, so an operator can tell which agent holds which connection.
+        client_properties={"connection_name": f"books-agents/{settings.agent_id}"},
+    )
+
+
+def declare_topology(channel: Any) -> dict[str, object]:
+    """Declare the exchanges, queues and bindings; idempotent. Returns what it declared.
+
+    Raises `TopologyError` when something already exists with other arguments (RabbitMQ closes
+    the channel with 406 PRECONDITION_FAILED; redeclaring cannot fix that, an operator must).
+    """
+    main_queue_args = {"x-dead-letter-exchange": DLX}
+    queues: dict[str, int] = {}
+    bindings: list[dict[str, str]] = []
+    try:
+        channel.exchange_declare(exchange=EXCHANGE, exchange_type="direct", durable=True)
+        # Fanout: every dead-lettered message lands in one queue, whatever its routing key.
+        channel.exchange_declare(exchange=DLX, exchange_type="fanout", durable=True)
+        for name in QUEUES:
+            queues[name] = _declare_queue(channel, name, main_queue_args)
+            channel.queue_bind(queue=name, exchange=EXCHANGE, routing_key=name)
+            bindings.append({"exchange": EXCHANGE, "queue": name, "routing_key": name})
+        queues[DEAD_LETTER_QUEUE] = _declare_queue(channel, DEAD_LETTER_QUEUE, None)
+        channel.queue_bind(queue=DEAD_LETTER_QUEUE, exchange=DLX, routing_key="")
+        bindings.append({"exchange": DLX, "queue": DEAD_LETTER_QUEUE, "routing_key": ""})
+        # Consumers copy flagged messages here; bound by its own name so the default
+        # `publish(ANOMALY_QUEUE, ...)` routes through the `books` exchange like everything else.
+        queues[ANOMALY_QUEUE] = _declare_queue(channel, ANOMALY_QUEUE, None)
+        channel.queue_bind(queue=ANOMALY_QUEUE, exchange=EXCHANGE, routing_key=ANOMALY_QUEUE)
+        bindings.append(
+            {"exchange": EXCHANGE, "queue": ANOMALY_QUEUE, "routing_key": ANOMALY_QUEUE}
+        )
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == _PRECONDITION_FAILED:
+            raise TopologyError(
+                f"RabbitMQ topology conflict: {exc.reply_text} (an exchange or queue exists with "
+                "other arguments; delete it, then run `agents setup rabbitmq`)"
+            ) from exc
+        raise
+    return {
+        "exchanges": {EXCHANGE: "direct", DLX: "fanout"},
+        "queues": queues,
+        "bindings": bindings,
+        "dead_letter_exchange": DLX,
+    }
+
+
+def _declare_queue(channel: Any, name: str, arguments: dict[str, Any] | None) -> int:
+    result = channel.queue_declare(queue=name, durable=True, arguments=arguments)
+    return int(result.method.message_count)
+
+
+def setup_topology(
+    settings: CommonSettings,
+    attempts: int = 30,
+    *,
+    logger: Logger | None = None,
+    clock: Clock | None = None,
+    max_backoff: float = 5.0,
+) -> dict[str, object]:
+    """Connect (up to `attempts` times, backing off), declare the topology, disconnect.
+
+    Used by `agents setup rabbitmq`, e.g. as a one-shot compose service that waits for RabbitMQ.
+    """
+    if attempts < 1:
+        raise BrokerError("attempts must be at least 1")
+    log = logger or JsonLogger(settings.agent_id, "setup", redactor=Redactor(settings.secrets()))
+    broker = RabbitBroker(
+        settings, log, clock or SystemClock(), max_backoff=max_backoff, connect_attempts=attempts
+    )
+    broker.connect()
+    try:
+        return {"broker": broker.where, **broker.declared}
+    finally:
+        broker.close()
+
+
+def backoff_delay(failures: int, max_backoff: float) -> float:
+    """Seconds to wait after `failures` consecutive failed attempts: 0.5, 1, 2, 4, ... capped."""
+    exponent = min(max(failures, 1) - 1, 32)  # bounded so the float never overflows
+    return min(max_backoff, BASE_BACKOFF_SECONDS * 2.0**exponent)
+
+
+# --------------------------------------------------------------------------------------------
+# Deliveries
+
+
+def _ignore_settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> None:
+    """Default for deliveries built without a broker (test doubles): settling records only."""
+
+
+@dataclass
+class Delivery:
+    """One received message. Settle it exactly once with `ack`, `reject` or `requeue`."""
+
+    body: bytes
+    queue: str
+    routing_key: str
+    message_id: str | None
+    headers: dict[str, Any]
+    content_type: str | None
+    redelivered: bool
+    delivery_tag: int
+    timestamp: int | None = None  # seconds since the epoch, as set by the publisher
+    settler: Callable[[Delivery, Outcome, str | None], None] = field(
+        default=_ignore_settle, repr=False, compare=False
+    )
+    outcome: Outcome | None = None  # how it was settled; later calls are ignored
+
+    def ack(self) -> None:
+        self._settle("ack", None)
+
+    def reject(self, reason: str) -> None:
+        """Dead-letter without requeueing; `reason` travels in the `x-reject-reason` header."""
+        self._settle("reject", reason)
+
+    def requeue(self) -> None:
+        self._settle("requeue", None)
+
+    def _settle(self, outcome: Outcome, reason: str | None) -> None:
+        # Settling a delivery tag twice is a protocol error that closes the whole channel.
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.settler(self, outcome, reason)
+
+
+# --------------------------------------------------------------------------------------------
+# The broker
+
+
+class Broker(Protocol):
+    def connect(self) -> None: ...
+
+    def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        exchange: str = EXCHANGE,
+        headers: dict[str, object] | None = None,
+    ) -> float: ...
+
+    def queue_depths(self, queues: Sequence[str] = QUEUES) -> dict[str, int]: ...
+
+    def consume(
+        self, queues: Sequence[str], on_message: Callable[[Delivery], None], prefetch: int
+    ) -> None: ...
+
+    def process_events(self, time_limit: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Consumer:
+    queue: str
+    on_message: Callable[[Delivery], None]
+    prefetch: int
+
+
+class _Deadline:
+    """A deadline on the injected clock and on real time; whichever passes first ends the wait.
+
+    pika blocks in real seconds, backoff sleeps on the injected clock: with a fake clock in a test,
+    the real bound keeps the I/O pump finite and the fake one keeps backoff instant.
+    """
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self._clock = clock
+        self._fake_end = clock.monotonic() + seconds
+        self._real_end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        fake = self._fake_end - self._clock.monotonic()
+        real = self._real_end - time.monotonic()
+        return max(0.0, min(fake, real))
+
+
+class RabbitBroker:
+    """The real broker on pika's BlockingConnection. See the module docstring for the design."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        logger: Logger,
+        clock: Clock | None = None,
+        max_backoff: float = 30.0,
+        *,
+        connect_attempts: int | None = None,
+    ) -> None:
+        """`connect_attempts=None` retries forever (an agent waiting for RabbitMQ to start)."""
+        if max_backoff <= 0:
+            raise ValueError("max_backoff must be positive")
+        self._settings = settings
+        self._log = logger
+        self._clock = clock or SystemClock()
+        self._max_backoff = max_backoff
+        self._connect_attempts = connect_attempts
+        self._params = connection_parameters(settings)
+        self._secret = settings.rabbitmq_pass.get_secret_value()
+        self.where = f"{settings.rabbitmq_host}:{settings.rabbitmq_port}/{settings.rabbitmq_vhost}"
+
+        self._connection: BlockingConnection | None = None
+        self._control: BlockingChannel | None = None
+        self._consume_channel: BlockingChannel | None = None
+        self._consumers: list[_Consumer] = []
+        self._failures = 0  # consecutive failed attempts since the last success
+        self._next_attempt_at = 0.0  # injected-clock time before which no attempt is made
+        self._ever_connected = False
+        self._last_error = ""
+        self._closed = False
+        self.declared: dict[str, object] = {}
+        self.reconnects = 0  # successful reconnections after a loss (for tests and health)
+
+    # --- connection ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.is_open
+
+    def connect(self) -> None:
+        """Connect, declare the topology and start registered consumers; retry with backoff.
+
+        Raises BrokerError after `connect_attempts` failures (never, when that is None), and
+        TopologyError at once when the broker holds a conflicting topology.
+        """
+        self._closed = False
+        while not self.connected:
+            wait = self._next_attempt_at - self._clock.monotonic()
+            if wait > 0:
+                self._clock.sleep(wait)
+            if self._attempt():
+                return
+            if self._connect_attempts is not None and self._failures >= self._connect_attempts:
+                raise BrokerError(
+                    f"could not connect to RabbitMQ at {self.where} after {self._failures} "
+                    f"attempt(s): {self._last_error}"
+                )
+
+    def _attempt(self) -> bool:
+        """One connection attempt. True on success; on failure log ERROR and schedule the next."""
+        connection: BlockingConnection | None = None
+        try:
+            connection = BlockingConnection(self._params)
+            control = connection.channel()
+            declared = declare_topology(control)
+            control.confirm_delivery()
+            consume_channel = connection.channel()
+            self._start_consumers(consume_channel, self._consumers)
+        except TopologyError:
+            _close_quietly(connection)
+            raise
+        except _TRANSIENT as exc:
+            _close_quietly(connection)
+            self._failures += 1
+            self._last_error = self._explain(exc)
+            delay = backoff_delay(self._failures, self._max_backoff)
+            self._next_attempt_at = self._clock.monotonic() + delay
+            final = self._connect_attempts is not None and self._failures >= self._connect_attempts
+            self._log.error(
+                "RabbitMQ connection attempt failed",
+                broker=self.where,
+                attempt=self._failures,
+                max_attempts=self._connect_attempts,
+                retry_in_seconds=None if final else round(delay, 3),
+                error={"type": type(exc).__name__, "message": self._last_error},
+            )
+            return False
+        self._connection, self._control, self._consume_channel = (
+            connection,
+            control,
+            consume_channel,
+        )
+        self.declared = declared
+        reconnect = self._ever_connected
+        self._ever_connected = True
+        failures, self._failures = self._failures, 0
+        if reconnect:
+            self.reconnects += 1
+        self._log.info(
+            "RabbitMQ reconnected" if reconnect else "RabbitMQ connected",
+            broker=self.where,
+            failed_attempts=failures,
+            consumers=[c.queue for c in self._consumers],
+        )
+        return True
+
+    def _explain(self, exc: BaseException) -> str:
+        """A one-line reason for a failure, with the password scrubbed should pika ever echo it."""
+        if isinstance(exc, _AUTH_ERRORS):
+            text = "authentication refused (check RABBITMQ_USER and RABBITMQ_PASS)"
+        elif isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+            text = f"access to vhost {self._settings.rabbitmq_vhost!r} refused or vhost missing"
+        elif isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
+            text = f"closed by broker: {exc.reply_code} {exc.reply_text}"
+        elif isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+            text = f"channel closed by broker: {exc.reply_code} {exc.reply_text}"
+        else:
+            text = describe_error(exc)["message"]
+            if text == type(exc).__name__ or not text:
+                text = type(exc).__name__
+        if self._secret and len(self._secret) >= 3:
+            text = text.replace(self._secret, "***")
+        return " ".join(text.split())[:500]
+
+    def _lost(self, exc: BaseException, during: str) -> None:
+        """Forget a dead connection; the broker requeues its unacked messages."""
+        _close_quietly(self._connection)
+        self._connection = self._control = self._consume_channel = None
+        self._failures = 0
+        self._next_attempt_at = self._clock.monotonic()  # the first retry is immediate
+        self._log.error(
+            "RabbitMQ connection lost; reconnecting (unacked messages will be redelivered)",
+            broker=self.where,
+            during=during,
+            error={"type": type(exc).__name__, "message": self._explain(exc)},
+        )
+
+    def _reconnect_within(self, deadline: _Deadline) -> bool:
+        """Attempt reconnection until connected or the deadline passes (sleeping the backoff)."""
+        while not self.connected:
+            wait = self._next_attempt_at - self._clock.monotonic()
+            if wait > deadline.remaining():
+                self._clock.sleep(deadline.remaining())
+                return False
+            if wait > 0:
+                self._clock.sleep(wait)
+            if self._attempt():
+                return True
+            if deadline.remaining() <= 0:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        _close_quietly(self._connection)
+        self._connection = self._control = self._consume_channel = None
+
+    def __enter__(self) -> RabbitBroker:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        exchange: str = EXCHANGE,
+        headers: dict[str, object] | None = None,
+    ) -> float:
+        """Publish one persistent JSON message and wait for its confirm; returns the round trip ms.
+
+        Raises PublishError when the message is unroutable, nacked, or the connection is down
+        (one reconnection attempt is made when the backoff allows; the rest is process_events').
+        """
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message_id,
+            timestamp=int(self._clock.now().timestamp()),
+            app_id=self._settings.agent_id,
+            headers=dict(headers) if headers else None,
+        )
+        return self._publish(exchange, routing_key, body, properties)
+
+    def _publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
+    ) -> float:
+        target = f"exchange {exchange!r} routing key {routing_key!r}"
+        channel = self._control_channel()
+        started = self._clock.monotonic()
+        try:
+            channel.basic_publish(
+                exchange=exchange,
+                routing_key=routing_key,
+                body=body,
+                properties=properties,
+                mandatory=True,
+            )
+        except pika.exceptions.UnroutableError as exc:
+            raise PublishError(f"unroutable: no queue bound to {target} on {self.where}") from exc
+        except pika.exceptions.NackError as exc:
+            raise PublishError(f"nacked by the broker: {target} on {self.where}") from exc
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            # e.g. 404 for a missing exchange: the channel is gone, the connection is not.
+            self._control = None
+            raise PublishError(f"{self._explain(exc)} ({target} on {self.where})") from exc
+        except _TRANSIENT as exc:
+            self._lost(exc, "publish")
+            raise PublishError(f"connection lost while publishing to {target}") from exc
+        return (self._clock.monotonic() - started) * 1000.0
+
+    def _control_channel(self) -> BlockingChannel:
+        if not self.connected:
+            self._reconnect_within(_Deadline(self._clock, 0.0))
+        if self._connection is None or not self.connected:
+            wait = max(0.0, self._next_attempt_at - self._clock.monotonic())
+            raise PublishError(
+                f"not connected to RabbitMQ at {self.where} (next attempt in {wait:.1f}s)"
+            )
+        if self._control is None or not self._control.is_open:
+            try:
+                control = self._connection.channel()
+                control.confirm_delivery()
+            except _TRANSIENT as exc:
+                self._lost(exc, "opening a channel")
+                raise PublishError(f"connection lost opening a channel on {self.where}") from exc
+            self._control = control
+        return self._control
+
+    def queue_depths(self, queues: Sequence[str] = QUEUES) -> dict[str, int]:
+        """Ready (not unacked) message count per queue, via passive declares (no management API)."""
+        try:
+            channel = self._control_channel()
+        except PublishError as exc:
+            raise BrokerError(str(exc)) from exc
+        depths: dict[str, int] = {}
+        for name in queues:
+            try:
+                result = channel.queue_declare(queue=name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                self._control = None
+                raise BrokerError(
+                    f"cannot read depth of queue {name!r}: {self._explain(exc)}"
+                ) from exc
+            except _TRANSIENT as exc:
+                self._lost(exc, "queue_depths")
+                raise BrokerError(f"connection lost reading queue depths on {self.where}") from exc
+            depths[name] = int(result.method.message_count)
+        return depths
+
+    # --- consuming ----------------------------------------------------------------------
+
+    def consume(
+        self, queues: Sequence[str], on_message: Callable[[Delivery], None], prefetch: int
+    ) -> None:
+        """Register `on_message` on each queue; deliveries arrive inside `process_events`.
+
+        Registrations survive reconnection: they are replayed on every new connection.
+        """
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1 (0 would mean unbounded)")
+        added = [_Consumer(queue, on_message, prefetch) for queue in queues]
+        self._consumers.extend(added)
+        if self.connected and self._consume_channel is not None:
+            try:
+                self._start_consumers(self._consume_channel, added)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise BrokerError(
+                    f"cannot consume from {list(queues)}: {self._explain(exc)}"
+                ) from exc
+            except _TRANSIENT as exc:
+                self._lost(exc, "consume")
+
+    def _start_consumers(self, channel: BlockingChannel, consumers: Sequence[_Consumer]) -> None:
+        for consumer in consumers:
+            # Per-consumer (not global) prefetch, set before the consumer it applies to.
+            channel.basic_qos(prefetch_count=consumer.prefetch)
+            channel.basic_consume(
+                queue=consumer.queue,
+                on_message_callback=self._dispatcher(consumer),
+                auto_ack=False,
+            )
+
+    def _dispatcher(self, consumer: _Consumer) -> Callable[..., None]:
+        def on_message(
+            channel: BlockingChannel,
+            method: Any,
+            properties: pika.BasicProperties,
+            body: bytes,
+        ) -> None:
+            delivery = Delivery(
+                body=body,
+                queue=consumer.queue,
+                routing_key=method.routing_key,
+                message_id=properties.message_id,
+                headers=dict(properties.headers or {}),
+                content_type=properties.content_type,
+                redelivered=bool(method.redelivered),
+                delivery_tag=method.delivery_tag,
+                timestamp=properties.timestamp,
+                settler=self._settler(channel, properties),
+            )
+            try:
+                consumer.on_message(delivery)
+            except Exception as exc:
+                self._handler_failed(delivery, exc)
+
+        return on_message
+
+    def _handler_failed(self, delivery: Delivery, exc: Exception) -> None:
+        """A handler bug must not kill the agent: retry once, then dead-letter (no poison loop)."""
+        self._log.error(
+            "message handler failed",
+            queue=delivery.queue,
+            message_id=delivery.message_id,
+            redelivered=delivery.redelivered,
+            error=describe_error(exc),
+        )
+        if delivery.outcome is not None:
+            return
+        if delivery.redelivered:
+            delivery.reject(f"handler error: {type(exc).__name__}: {exc}"[:500])
+        else:
+            delivery.requeue()
+
+    def _settler(
+        self, channel: BlockingChannel, properties: pika.BasicProperties
+    ) -> Callable[[Delivery, Outcome, str | None], None]:
+        def settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> None:
+            if not channel.is_open:
+                # Its connection died: the broker has requeued the message and will redeliver.
+                self._log.debug(
+                    "settle ignored: channel closed, broker redelivers",
+                    outcome=outcome,
+                    message_id=delivery.message_id,
+                )
+                return
+            try:
+                if outcome == "ack":
+                    channel.basic_ack(delivery_tag=delivery.delivery_tag)
+                elif outcome == "requeue":
+                    channel.basic_nack(delivery_tag=delivery.delivery_tag, requeue=True)
+                else:
+                    self._reject(channel, delivery, properties, reason or "rejected")
+            except _TRANSIENT as exc:
+                self._log.debug(
+                    "settle failed: broker redelivers",
+                    outcome=outcome,
+                    message_id=delivery.message_id,
+                    error=describe_error(exc),
+                )
+
+        return settle
+
+    def _reject(
+        self,
+        channel: BlockingChannel,
+        delivery: Delivery,
+        properties: pika.BasicProperties,
+        reason: str,
+    ) -> None:
+        reason = " ".join(reason.split())[:500]
+        headers = dict(properties.headers or {})
+        headers[REJECT_REASON_HEADER] = reason
+        headers[ORIGINAL_QUEUE_HEADER] = delivery.queue
+        headers[ORIGINAL_ROUTING_KEY_HEADER] = delivery.routing_key
+        copy = pika.BasicProperties(
+            content_type=properties.content_type,
+            content_encoding=properties.content_encoding,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=properties.message_id,
+            timestamp=properties.timestamp,
+            app_id=properties.app_id,
+            headers=headers,
+        )
+        how = "copied with reason"
+        try:
+            self._publish(DLX, delivery.routing_key, delivery.body, copy)
+        except PublishError as exc:
+            how = "native reject, reason only in this log"
+            self._log.warning(
+                "could not copy rejected message to the dead-letter exchange",
+                message_id=delivery.message_id,
+                error=describe_error(exc),
+            )
+            channel.basic_reject(delivery_tag=delivery.delivery_tag, requeue=False)
+        else:
+            channel.basic_ack(delivery_tag=delivery.delivery_tag)
+        self._log.warning(
+            "message rejected to the dead-letter queue",
+            queue=delivery.queue,
+            message_id=delivery.message_id,
+            reason=reason,
+            dead_letter_queue=DEAD_LETTER_QUEUE,
+            how=how,
+        )
+
+    def process_events(self, time_limit: float) -> None:
+        """Pump I/O (deliveries, heartbeats) for `time_limit` seconds; never raises for a lost
+        connection: it reconnects with backoff inside the same time budget instead."""
+        if self._closed:
+            raise BrokerError("process_events on a closed broker")
+        deadline = _Deadline(self._clock, max(0.0, time_limit))
+        while True:
+            if not self.connected and not self._reconnect_within(deadline):
+                return
+            connection = self._connection
+            assert connection is not None
+            try:
+                connection.process_data_events(time_limit=deadline.remaining())
+            except TopologyError:
+                raise
+            except _TRANSIENT as exc:
+                # A handler's publish may already have noticed the loss (and even reconnected).
+                if self._connection is connection:
+                    self._lost(exc, "process_events")
+                continue
+            if deadline.remaining() <= 0:
+                return
+
+
+def _close_quietly(connection: BlockingConnection | None) -> None:
+    if connection is None:
+        return
+    try:
+        if connection.is_open:
+            connection.close()
+    except _TRANSIENT:
+        pass  # already dead: nothing left to close
+
+
+__all__ = [
+    "ANOMALY_QUEUE",
+    "DEAD_LETTER_QUEUE",
+    "DLX",
+    "EXCHANGE",
+    "QUEUES",
+    "Broker",
+    "BrokerError",
+    "Delivery",
+    "PublishError",
+    "RabbitBroker",
+    "TopologyError",
+    "backoff_delay",
+    "connection_parameters",
+    "declare_topology",
+    "setup_topology",
+]
