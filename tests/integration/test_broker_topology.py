@@ -1,0 +1,126 @@
+"""The topology on the real broker, checked through the management API, not through our code."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pika
+import pytest
+
+from agents.core.broker import (
+    ANOMALY_QUEUE,
+    DEAD_LETTER_QUEUE,
+    DLX,
+    EXCHANGE,
+    QUEUES,
+    BrokerError,
+    RabbitBroker,
+    TopologyError,
+    connection_parameters,
+    setup_topology,
+)
+from agents.core.clock import FakeClock
+from agents.core.logs import JsonLogger
+from agents.core.settings import BrokerSettings, load_settings
+from tests.conftest import management
+
+pytestmark = pytest.mark.rabbitmq
+
+ALL_QUEUES = {*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE}
+
+
+@pytest.fixture
+def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
+    return load_settings(BrokerSettings)
+
+
+def _logger(stream: io.StringIO) -> JsonLogger:
+    return JsonLogger("setup", "setup", stream=stream)
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def _bindings(vhost: str, exchange: str, queue: str) -> list[str]:
+    found = management("GET", f"/api/bindings/{vhost}/e/{exchange}/q/{queue}")
+    return sorted(b["routing_key"] for b in found)
+
+
+def test_setup_declares_a_durable_topology_bound_as_specified(
+    settings: BrokerSettings, vhost: str
+) -> None:
+    result = setup_topology(settings, attempts=1, logger=_logger(io.StringIO()))
+
+    books = management("GET", f"/api/exchanges/{vhost}/{EXCHANGE}")
+    assert (books["type"], books["durable"], books["auto_delete"]) == ("direct", True, False)
+    dlx = management("GET", f"/api/exchanges/{vhost}/{DLX}")
+    assert (dlx["type"], dlx["durable"], dlx["auto_delete"]) == ("fanout", True, False)
+
+    queues = {q["name"]: q for q in management("GET", f"/api/queues/{vhost}")}
+    assert set(queues) == ALL_QUEUES
+    for name, queue in queues.items():
+        assert queue["durable"] is True, name
+        assert queue["auto_delete"] is False, name
+        assert queue["exclusive"] is False, name
+    for name in QUEUES:
+        # Rejected (and expired) messages go to the dead-letter exchange, not into the void.
+        assert queues[name]["arguments"] == {"x-dead-letter-exchange": DLX}
+        assert _bindings(vhost, EXCHANGE, name) == [name]
+    assert _bindings(vhost, DLX, DEAD_LETTER_QUEUE) == [""]
+    assert _bindings(vhost, EXCHANGE, ANOMALY_QUEUE) == [ANOMALY_QUEUE]
+    # Nothing else is bound to `books`: a typo'd routing key stays unroutable.
+    routed = management("GET", f"/api/exchanges/{vhost}/{EXCHANGE}/bindings/source")
+    assert sorted(b["routing_key"] for b in routed) == sorted([*QUEUES, ANOMALY_QUEUE])
+
+    assert result["broker"] == f"{settings.rabbitmq_host}:{settings.rabbitmq_port}/{vhost}"
+    assert result["queues"] == dict.fromkeys([*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE], 0)
+    json.dumps(result)  # the CLI prints it as JSON
+
+
+def test_setup_twice_changes_nothing_and_keeps_messages(
+    settings: BrokerSettings, vhost: str
+) -> None:
+    logs = io.StringIO()
+    setup_topology(settings, attempts=1, logger=_logger(logs))
+    before_bindings = management("GET", f"/api/bindings/{vhost}")
+    with RabbitBroker(settings, _logger(logs)) as broker:
+        broker.publish("fictional", b'{"title": "kept"}', message_id="kept-1")
+
+    again = setup_topology(settings, attempts=1, logger=_logger(logs))
+
+    assert again["queues"] == {
+        "fictional": 1,
+        "non-fictional": 0,
+        DEAD_LETTER_QUEUE: 0,
+        ANOMALY_QUEUE: 0,
+    }
+    after_bindings = management("GET", f"/api/bindings/{vhost}")
+    key = "source", "destination", "routing_key"
+    assert sorted(tuple(b[k] for k in key) for b in after_bindings) == sorted(
+        tuple(b[k] for k in key) for b in before_bindings
+    )
+    assert {q["name"] for q in management("GET", f"/api/queues/{vhost}")} == ALL_QUEUES
+    assert not [line for line in _lines(logs) if line["level"] == "ERROR"]
+
+
+def test_a_conflicting_queue_is_a_clear_error_without_retries(
+    settings: BrokerSettings, vhost: str
+) -> None:
+    # Someone declared `fictional` without the dead-letter argument: redeclaring cannot fix it.
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    connection.channel().queue_declare("fictional", durable=True)
+    connection.close()
+    logs = io.StringIO()
+    clock = FakeClock()
+
+    with pytest.raises(TopologyError) as caught:
+        setup_topology(settings, attempts=5, logger=_logger(logs), clock=clock)
+
+    assert isinstance(caught.value, BrokerError)
+    assert "PRECONDITION_FAILED" in str(caught.value)
+    assert "fictional" in str(caught.value)
+    assert clock.monotonic() == 1_000.0  # no backoff: it failed at once
+    assert not [line for line in _lines(logs) if line["level"] == "ERROR"]
