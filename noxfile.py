@@ -85,8 +85,9 @@ def faults(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def dashboards(session: nox.Session) -> None:
-    """Regenerate infra/grafana/dashboards/*.json from the Python definitions."""
-    install(session)
+    """Regenerate infra/grafana/dashboards/*.json from the Python definitions (`-- --check`
+    only reports drift, exiting 1)."""
+    install(session, "dashboards")
     session.run("python", "-m", "agents.dashboards", *session.posargs)
 
 
