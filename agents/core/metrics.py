@@ -98,6 +98,7 @@ AI_DECISION = _m(
     {
         "ai_decision_count": int,
         "ai_fallback_count": int,
+        "ai_call_count": int,  # 1 when a request reached the client (live, replay, dry-run)
         "ai_reasoning_text": str,
         "tokens_used": int,
         "input_tokens": int,

@@ -1,0 +1,410 @@
+"""The decision engine an agent holds: prompt -> guard -> client -> parse -> log line + metric.
+
+`build_engine` resolves the mode once (DRY_RUN=true -> dry-run; else an API key -> live; else a
+usable cassette -> replay; else dry-run) and logs the mode and why. Every decision then follows
+one path, whatever the mode, and never raises into the agent loop: a bad input, a refusal by the
+guard or a failed call yields the agent's default decision with `fallback` naming the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agents.core.ai import cassettes as cs
+from agents.core.ai import prompts, schemas
+from agents.core.ai.client import (
+    AIError,
+    AnthropicClient,
+    DecisionClient,
+    DryRunClient,
+    Mode,
+    ModelRequest,
+    live_sdk,
+    load_cassette,
+    recorded_for,
+    replay_sdk,
+)
+from agents.core.ai.guard import CostGuard, GuardLimits, Refused
+from agents.core.ai.prices import FREE, Price, lookup, price_for
+from agents.core.ai.schemas import ConsumerDecision, MonitorAnalysis, PublisherDecision
+from agents.core.clock import Clock
+from agents.core.logs import Level, Logger
+from agents.core.metrics import AI_DECISION, Metrics
+from agents.core.settings import CommonSettings, PublisherSettings
+
+INVALID_INPUT = "invalid_input"
+UNEXPECTED_ERROR = "unexpected_error"
+
+# Tokens the API adds around a prompt: role framing and the structured-output instructions
+# built from the schema. Generous on purpose: the reservation must be an upper bound.
+PROMPT_OVERHEAD_TOKENS = 512
+
+D = TypeVar("D", PublisherDecision, ConsumerDecision, MonitorAnalysis)
+
+
+def input_tokens_upper(prompt: str, schema: Mapping[str, object]) -> int:
+    """An upper bound of a request's input tokens: every token covers at least one byte."""
+    return len(prompt.encode()) + len(json.dumps(schema).encode()) + PROMPT_OVERHEAD_TOKENS
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    mode: Mode
+    why: str
+    cassette: Path | None = None
+
+
+def resolve_mode(settings: CommonSettings, cwd: Path | None = None) -> ModeChoice:
+    if settings.dry_run:
+        return ModeChoice("dry-run", "DRY_RUN=true: mock answers, no network, no cost")
+    key = settings.anthropic_api_key
+    if key is not None and key.get_secret_value().strip():
+        return ModeChoice("live", "ANTHROPIC_API_KEY is set: real API calls under the cost guard")
+    directory = cs.resolve_cassettes_dir(settings.cassettes_dir, cwd)
+    path = cs.cassette_path(directory, settings.agent_type)
+    if not path.is_file():
+        return ModeChoice("dry-run", f"no ANTHROPIC_API_KEY and no cassette at {path}")
+    found = recorded_for(load_cassette(path), settings.claude_model, settings.max_tokens)
+    if not found:
+        return ModeChoice(
+            "dry-run",
+            f"no ANTHROPIC_API_KEY, and {path} has no recording for "
+            f"CLAUDE_MODEL={settings.claude_model} MAX_TOKENS={settings.max_tokens}",
+        )
+    return ModeChoice(
+        "replay", f"no ANTHROPIC_API_KEY; replaying {found} recorded answers from {path}", path
+    )
+
+
+@dataclass(frozen=True)
+class CallStats:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    called: bool = False
+
+    @property
+    def tokens_used(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        logger: Logger,
+        metrics: Metrics,
+        clock: Clock,
+        client: DecisionClient,
+        why: str = "",
+    ) -> None:
+        self.settings = settings
+        self.logger = logger
+        self.metrics = metrics
+        self.clock = clock
+        self.client = client
+        self.why = why
+        self.guard = CostGuard(GuardLimits.from_settings(settings), clock)
+        # Replay and dry-run spend nothing; the guard still meters them the same way.
+        self.price: Price = price_for(settings.claude_model) if client.mode == "live" else FREE
+
+    @property
+    def mode(self) -> Mode:
+        return self.client.mode
+
+    def limits_summary(self) -> dict[str, Any]:
+        limits = self.guard.limits
+        live_price = price_for(self.settings.claude_model)
+        return {
+            "ai_mode": self.mode,
+            "model": self.settings.claude_model,
+            "model_price_known": lookup(self.settings.claude_model) is not None,
+            "usd_per_mtok_input": live_price.input_per_mtok,
+            "usd_per_mtok_output": live_price.output_per_mtok,
+            "min_interval_s": limits.min_interval_s,
+            "max_tokens": limits.max_tokens,
+            "max_tokens_per_hour": limits.max_tokens_per_hour,
+            "max_cost_per_10min_usd": limits.max_usd_per_10min,
+            "max_cost_per_hour_usd": limits.max_usd_per_hour,
+            "timeout_s": self.settings.ai_timeout_seconds,
+            "max_retries": self.settings.ai_max_retries,
+        }
+
+    # --- the three decisions -----------------------------------------------------------
+
+    def decide_publisher(
+        self,
+        fictional_depth: int,
+        nonfictional_depth: int,
+        fictional_interval: float,
+        nonfictional_interval: float,
+    ) -> PublisherDecision:
+        settings = self.settings
+        low, high = (
+            (settings.min_publish_interval_seconds, settings.max_publish_interval_seconds)
+            if isinstance(settings, PublisherSettings)
+            else (1.0, 300.0)
+        )
+        current = (_finite(fictional_interval, low), _finite(nonfictional_interval, low))
+        decision, stats = self._decide(
+            lambda: prompts.publisher_prompt(
+                fictional_depth, nonfictional_depth, fictional_interval, nonfictional_interval
+            ),
+            schemas.PUBLISHER_SCHEMA,
+            lambda text: schemas.parse_publisher(text, current, (low, high)),
+            lambda reason: schemas.default_publisher(current, (low, high), reason),
+        )
+        self._emit(
+            Level.AI_DECISION,
+            "AI decision",
+            decision.action,
+            decision.reasoning,
+            decision.fallback,
+            stats,
+            context={
+                "fictional_interval": decision.fictional_interval,
+                "nonfictional_interval": decision.nonfictional_interval,
+                "queue_depth_fictional": fictional_depth,
+                "queue_depth_non_fictional": nonfictional_depth,
+            },
+            fields={
+                "queue_depth_fictional": _int(fictional_depth),
+                "queue_depth_non_fictional": _int(nonfictional_depth),
+                "fictional_interval_s": decision.fictional_interval,
+                "nonfictional_interval_s": decision.nonfictional_interval,
+            },
+        )
+        return decision
+
+    def decide_consumer(self, genre: str, priority: int, queue_depth: int) -> ConsumerDecision:
+        decision, stats = self._decide(
+            lambda: prompts.consumer_prompt(genre, priority, queue_depth),
+            schemas.CONSUMER_SCHEMA,
+            schemas.parse_consumer,
+            schemas.default_consumer,
+        )
+        depth_field = {"fictional": "queue_depth_fictional"}.get(
+            str(genre), "queue_depth_non_fictional" if genre == "non-fictional" else ""
+        )
+        self._emit(
+            Level.AI_DECISION,
+            "AI decision",
+            decision.action,
+            decision.reasoning,
+            decision.fallback,
+            stats,
+            context={
+                "genre": schemas.clean_text(genre, 40),
+                "priority": priority if isinstance(priority, int) else str(priority)[:20],
+                "queue_depth": _int(queue_depth),
+            },
+            fields={depth_field: _int(queue_depth)} if depth_field else {},
+        )
+        return decision
+
+    def analyse(
+        self, messages_published: int, queue_depths: dict[str, int], errors: int
+    ) -> MonitorAnalysis:
+        error_count = _int(errors)
+        decision, stats = self._decide(
+            lambda: prompts.monitor_prompt(messages_published, queue_depths, errors),
+            schemas.MONITOR_SCHEMA,
+            lambda text: schemas.parse_monitor(text, error_count),
+            lambda reason: schemas.default_monitor(error_count, reason),
+        )
+        depths = queue_depths if isinstance(queue_depths, Mapping) else {}
+        fields = {
+            "queue_depth_fictional": _int(depths.get("fictional", 0)),
+            "queue_depth_non_fictional": _int(depths.get("non-fictional", 0)),
+        }
+        self._emit(
+            Level.AI_ANALYSIS,
+            "System health check",
+            decision.status,
+            "; ".join(decision.issues) or decision.status,
+            decision.fallback,
+            stats,
+            context={
+                "status": decision.status,
+                "issues": decision.issues,
+                "suggestions": decision.suggestions,
+                "messages_published": _int(messages_published),
+                "queue_depths": {str(k): _int(v) for k, v in depths.items()},
+                "errors": error_count,
+            },
+            fields=fields,
+        )
+        return decision
+
+    # --- one path for all ---------------------------------------------------------------
+
+    def _decide(
+        self,
+        build_prompt: Callable[[], str],
+        schema: Mapping[str, object],
+        parse: Callable[[str], D],
+        default: Callable[[str], D],
+    ) -> tuple[D, CallStats]:
+        started = self.clock.monotonic()
+
+        def done(decision: D, **stats: Any) -> tuple[D, CallStats]:
+            latency = max(0.0, (self.clock.monotonic() - started) * 1000.0)
+            return decision, CallStats(latency_ms=latency, **stats)
+
+        try:
+            prompt = build_prompt()
+        except prompts.PromptInputError as exc:
+            self.logger.warning(
+                "AI decision input rejected", ai_fallback=INVALID_INPUT, error=str(exc)
+            )
+            return done(default(INVALID_INPUT))
+        try:
+            reservation = self.guard.reserve(input_tokens_upper(prompt, schema), self.price)
+        except Refused as refusal:
+            return done(default(refusal.reason))
+        request = ModelRequest(self.settings.agent_type, prompt, self.settings.max_tokens, schema)
+        try:
+            reply = self.client.complete(request)
+        except AIError as exc:
+            if exc.billing == "none":
+                self.guard.release(reservation)
+            else:
+                self.guard.keep_worst_case(reservation)
+            self.logger.warning(
+                "AI call failed; using the default decision",
+                ai_fallback=exc.reason,
+                ai_mode=self.mode,
+                error=exc.detail,
+            )
+            return done(default(exc.reason), called=True, cost_usd=_kept(exc, reservation.usd))
+        except Exception as exc:  # a bug below must still not stop the agent
+            self.guard.keep_worst_case(reservation)
+            self.logger.error(
+                "AI call failed unexpectedly", ai_fallback=UNEXPECTED_ERROR, error=repr(exc)[:300]
+            )
+            return done(default(UNEXPECTED_ERROR), called=True, cost_usd=reservation.usd)
+        settled = self.guard.settle(
+            reservation, reply.input_tokens, reply.output_tokens, self.price
+        )
+        if settled.overran:
+            self.logger.warning(
+                "AI call used more than its reservation: the input-token bound is too low",
+                reserved_tokens=reservation.tokens,
+                used_tokens=settled.tokens,
+            )
+        return done(
+            parse(reply.text),
+            called=True,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost_usd=settled.usd,
+        )
+
+    def _emit(
+        self,
+        level: Level,
+        message: str,
+        action: str,
+        reasoning: str,
+        fallback: str | None,
+        stats: CallStats,
+        context: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> None:
+        self.logger.log(
+            level,
+            message,
+            ai_action=action,
+            reasoning=reasoning,
+            ai_mode=self.mode,
+            ai_fallback=fallback,
+            ai_decision_used=fallback is None,
+            model=self.client.model,
+            input_tokens=stats.input_tokens,
+            output_tokens=stats.output_tokens,
+            tokens_used=stats.tokens_used,
+            cost_usd=round(stats.cost_usd, 8),
+            decision_latency_ms=round(stats.latency_ms, 3),
+            **context,
+        )
+        try:
+            self.metrics.write(
+                AI_DECISION,
+                {
+                    "ai_decision_count": 1,
+                    "ai_fallback_count": int(fallback is not None),
+                    "ai_call_count": int(stats.called),
+                    "ai_reasoning_text": reasoning,
+                    "tokens_used": stats.tokens_used,
+                    "input_tokens": stats.input_tokens,
+                    "output_tokens": stats.output_tokens,
+                    "cost_usd": stats.cost_usd,
+                    "decision_latency_ms": stats.latency_ms,
+                    **fields,
+                },
+                mode=self.mode,
+                action=action,
+                fallback=fallback or "",
+                model=self.client.model,
+            )
+        except (TypeError, ValueError) as exc:  # a schema slip must not stop the agent
+            self.logger.error("AI decision metric rejected", error=str(exc)[:300])
+
+
+def _kept(exc: AIError, reserved_usd: float) -> float:
+    return 0.0 if exc.billing == "none" else reserved_usd
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(0, min(value, 2**62))
+
+
+def _finite(value: object, default: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") and number > 0 else default
+
+
+def build_engine(
+    settings: CommonSettings,
+    logger: Logger,
+    metrics: Metrics,
+    clock: Clock,
+    *,
+    client: DecisionClient | None = None,
+    cwd: Path | None = None,
+) -> DecisionEngine:
+    """Resolve the mode once, log it and why, and return the agent's engine."""
+    if client is not None:
+        choice = ModeChoice(client.mode, "client supplied by the caller")
+    else:
+        choice = resolve_mode(settings, cwd)
+        client = _client_for(choice, settings, clock)
+    engine = DecisionEngine(settings, logger, metrics, clock, client, choice.why)
+    log = logger.warning if choice.mode == "dry-run" and not settings.dry_run else logger.info
+    log(f"AI mode: {choice.mode}", why=choice.why, **engine.limits_summary())
+    return engine
+
+
+def _client_for(choice: ModeChoice, settings: CommonSettings, clock: Clock) -> DecisionClient:
+    if choice.mode == "live" and settings.anthropic_api_key is not None:
+        sdk = live_sdk(
+            settings.anthropic_api_key.get_secret_value(),
+            settings.anthropic_base_url,
+            settings.ai_timeout_seconds,
+        )
+        return AnthropicClient(
+            sdk, settings.claude_model, "live", clock, retries=settings.ai_max_retries
+        )
+    if choice.mode == "replay" and choice.cassette is not None:
+        sdk = replay_sdk(load_cassette(choice.cassette), settings.ai_timeout_seconds)
+        return AnthropicClient(sdk, settings.claude_model, "replay", clock)
+    return DryRunClient(settings.claude_model)
