@@ -1,0 +1,247 @@
+"""Connection loss and unreachable brokers: reconnect, re-register, redeliver; fail boundedly,
+log an ERROR line per attempt, never show the password.
+
+Connections are closed only in the test's own vhost, since other tests share the broker.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from agents.core.broker import (
+    EXCHANGE,
+    BrokerError,
+    Delivery,
+    PublishError,
+    RabbitBroker,
+    connection_parameters,
+    setup_topology,
+)
+from agents.core.clock import FakeClock
+from agents.core.logs import JsonLogger
+from agents.core.settings import BrokerSettings, load_settings
+from tests.conftest import RABBIT_HOST, management
+
+PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itself must not leak it
+
+
+@pytest.fixture
+def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
+    return load_settings(BrokerSettings)
+
+
+@pytest.fixture
+def logs() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def broker(settings: BrokerSettings, logs: io.StringIO) -> Iterator[RabbitBroker]:
+    broker = RabbitBroker(
+        settings, JsonLogger("consumer-9", "consumer", stream=logs), max_backoff=0.2
+    )
+    broker.connect()
+    yield broker
+    broker.close()
+
+
+def log_lines(logs: io.StringIO, level: str | None = None) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    return [line for line in lines if level is None or line["level"] == level]
+
+
+def pump_until(broker: RabbitBroker, done: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        broker.process_events(0.05)
+
+
+def close_vhost_connections(vhost: str) -> None:
+    """`rabbitmqctl close_all_connections`, restricted to one vhost (management API fallback)."""
+    if shutil.which("rabbitmqctl"):
+        done = subprocess.run(
+            ["rabbitmqctl", "close_all_connections", "--vhost", vhost, "test"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode == 0 and "Closed 0 connections" not in done.stdout:
+            return
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the management API lists connections with a small lag
+        connections = management("GET", f"/api/vhosts/{vhost}/connections")
+        if connections:
+            for connection in connections:
+                name = urllib.parse.quote(connection["name"], safe="")
+                management("DELETE", f"/api/connections/{name}")
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no connection to close in vhost {vhost}")
+
+
+def ready_count(settings: BrokerSettings, queue: str) -> int:
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((RABBIT_HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port  # nothing listens there once the socket is closed
+
+
+@pytest.mark.rabbitmq
+def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
+    broker: RabbitBroker, settings: BrokerSettings, vhost: str, logs: io.StringIO
+) -> None:
+    for i in range(3):
+        broker.publish("fictional", b"{}", message_id=f"m-{i}")
+    held: list[Delivery] = []
+    broker.consume(["fictional"], held.append, prefetch=10)
+    pump_until(broker, lambda: len(held) == 3)
+    first = list(held)
+
+    close_vhost_connections(vhost)
+    pump_until(broker, lambda: len(held) == 6)  # process_events must reconnect by itself
+
+    again = held[3:]
+    assert sorted(d.message_id or "" for d in again) == ["m-0", "m-1", "m-2"]
+    assert all(d.redelivered for d in again)
+    for delivery in first:
+        delivery.ack()  # their channel died: a silent no-op that must not break the new one
+    for delivery in again:
+        delivery.ack()
+    broker.publish("fictional", b"{}", message_id="after")
+    pump_until(broker, lambda: len(held) == 7)
+    held[6].ack()
+    broker.process_events(0.1)
+    broker.close()
+    assert ready_count(settings, "fictional") == 0  # every ack on the new channel counted
+
+    assert broker.reconnects == 1
+    [lost] = log_lines(logs, "ERROR")
+    assert lost["message"].startswith("RabbitMQ connection lost")
+    assert lost["context"]["error"]["type"] == "ConnectionClosedByBroker"
+    assert "CONNECTION_FORCED" in lost["context"]["error"]["message"]
+    [reconnected] = [line for line in log_lines(logs) if line["message"] == "RabbitMQ reconnected"]
+    assert reconnected["context"]["consumers"] == ["fictional"]
+
+
+@pytest.mark.rabbitmq
+def test_publish_on_a_dropped_connection_raises_then_recovers(
+    broker: RabbitBroker, settings: BrokerSettings, vhost: str
+) -> None:
+    close_vhost_connections(vhost)
+
+    with pytest.raises(PublishError, match="connection lost"):
+        broker.publish("fictional", b"{}", message_id="during")
+    broker.publish("fictional", b"{}", message_id="after")  # reconnects on the way
+
+    assert broker.reconnects == 1
+    assert ready_count(settings, "fictional") == 1
+
+
+@pytest.mark.rabbitmq
+def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
+    broker: RabbitBroker, vhost: str, logs: io.StringIO
+) -> None:
+    got: list[Delivery] = []
+    broker.consume(["non-fictional"], got.append, prefetch=5)
+    management("DELETE", f"/api/vhosts/{vhost}")  # closes our connection; reconnects fail
+
+    started = time.monotonic()
+    broker.process_events(1.0)
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 5.0  # it kept its time budget instead of raising or hanging
+    with pytest.raises(PublishError, match="not connected"):
+        broker.publish("non-fictional", b"{}", message_id="while-down")
+    failures = [e for e in log_lines(logs, "ERROR") if "attempt failed" in e["message"]]
+    assert len(failures) >= 3  # one ERROR line per attempt, ~0.2 s apart (the cap)
+    assert [f["context"]["attempt"] for f in failures] == list(range(1, len(failures) + 1))
+    assert all(f["context"]["broker"].endswith(f"/{vhost}") for f in failures)
+
+    management("PUT", f"/api/vhosts/{vhost}")
+    management(
+        "PUT", f"/api/permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
+    )
+    pump_until(broker, lambda: broker.connected)
+
+    assert management("GET", f"/api/exchanges/{vhost}/{EXCHANGE}")["durable"] is True
+    broker.publish("non-fictional", b"{}", message_id="back")
+    pump_until(broker, lambda: len(got) == 1)
+    assert got[0].message_id == "back"
+
+
+def test_a_wrong_port_fails_after_bounded_attempts_with_an_error_line_each(
+    logs: io.StringIO,
+) -> None:
+    port = closed_port()
+    settings = load_settings(
+        BrokerSettings,
+        rabbitmq_host=RABBIT_HOST,
+        rabbitmq_port=port,
+        rabbitmq_pass=PASSWORD,
+        rabbitmq_vhost="books",
+    )
+    clock = FakeClock()
+    broker = RabbitBroker(
+        settings, JsonLogger("p-1", "publisher", stream=logs), clock, 1.5, connect_attempts=4
+    )
+
+    with pytest.raises(BrokerError) as caught:
+        broker.connect()
+
+    message = str(caught.value)
+    assert f"{RABBIT_HOST}:{port}/books" in message
+    assert "after 4 attempt(s)" in message
+    assert PASSWORD not in message
+    assert PASSWORD not in logs.getvalue()
+    errors = log_lines(logs, "ERROR")
+    assert [e["context"]["attempt"] for e in errors] == [1, 2, 3, 4]
+    assert [e["context"]["retry_in_seconds"] for e in errors] == [0.5, 1.0, 1.5, None]
+    assert all(e["message"] == "RabbitMQ connection attempt failed" for e in errors)
+    assert clock.monotonic() == 1_000.0 + 0.5 + 1.0 + 1.5  # backed off, on the injected clock
+
+
+def test_setup_gives_up_after_its_attempts(logs: io.StringIO) -> None:
+    settings = load_settings(BrokerSettings, rabbitmq_host=RABBIT_HOST, rabbitmq_port=closed_port())
+    with pytest.raises(BrokerError, match="after 2 attempt"):
+        setup_topology(
+            settings, attempts=2, logger=JsonLogger("s", "setup", stream=logs), clock=FakeClock()
+        )
+    assert len(log_lines(logs, "ERROR")) == 2
+
+
+@pytest.mark.rabbitmq
+def test_a_wrong_password_is_reported_without_the_password(vhost: str, logs: io.StringIO) -> None:
+    settings = load_settings(
+        BrokerSettings, rabbitmq_host=RABBIT_HOST, rabbitmq_pass=PASSWORD, rabbitmq_vhost=vhost
+    )
+    broker = RabbitBroker(
+        settings, JsonLogger("p-1", "publisher", stream=logs), FakeClock(), connect_attempts=2
+    )
+
+    with pytest.raises(BrokerError, match="authentication refused") as caught:
+        broker.connect()
+
+    assert PASSWORD not in str(caught.value)
+    assert PASSWORD not in repr(caught.value.__cause__)
+    assert PASSWORD not in logs.getvalue()
+    assert len(log_lines(logs, "ERROR")) == 2
