@@ -1,0 +1,375 @@
+"""The consumer agent: competing consumer on the book queues, manual acks, AI on a sample.
+
+One message's path, all in `handle` (the broker calls it from `process_events`):
+validate -> drop if already processed -> maybe ask the AI (AI_DECISION_RATE of messages, the
+engine's cost guard decides whether a call is actually made) -> apply the action:
+- process: handle now, ack;
+- batch:   hold unacked until BATCH_SIZE messages or BATCH_MAX_WAIT_SECONDS, then process all;
+- flag:    WARNING, anomaly metric, copy to `books.anomalies`, ack;
+- invalid: reject to the dead-letter queue with the reason, ERROR log, error metric.
+A message is acked only after it has been handled, so a crash at any point leaves it with the
+broker for redelivery: nothing is lost, at worst handled twice (and a consumer remembers the
+ids it handled recently so it does not repeat the work itself).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agents.core.broker import ANOMALY_QUEUE, BrokerError
+from agents.core.metrics import ANOMALY, CONSUME, Metrics
+from agents.messages import BookMessage, InvalidMessage, parse_book
+from agents.runtime import SHUTDOWN_BUDGET_SECONDS, Interrupted, StopFlag, Wiring, run_agent
+
+if TYPE_CHECKING:
+    from agents.core.ai import DecisionEngine
+    from agents.core.broker import Broker, Delivery
+    from agents.core.clock import Clock
+    from agents.core.logs import JsonLogger
+    from agents.core.settings import ConsumerSettings
+
+DEPTH_MAX_AGE_SECONDS = 5.0
+RECENT_IDS = 20_000
+
+
+class RecentIds:
+    """A bounded set of recently handled message ids (least recently seen evicted first)."""
+
+    def __init__(self, capacity: int = RECENT_IDS) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, message_id: str) -> None:
+        self._ids[message_id] = None
+        self._ids.move_to_end(message_id)
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+@dataclass
+class Held:
+    """A message accepted into the batch: still unacked, so the broker keeps it until flushed."""
+
+    delivery: Delivery
+    book: BookMessage
+    message_id: str
+    ai_used: bool
+    received: float
+
+
+@dataclass
+class ConsumerStats:
+    consumed: int = 0
+    batched: int = 0
+    flagged: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    ai_asked: int = 0
+    requeued: int = 0
+    by_action: dict[str, int] = field(default_factory=dict)
+
+
+class Consumer:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        broker: Broker,
+        engine: DecisionEngine,
+        metrics: Metrics,
+        logger: JsonLogger,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.engine = engine
+        self.metrics = metrics
+        self.logger = logger
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random(settings.ai_sampling_seed)
+        self.queues: Sequence[str] = settings.queues
+        self.batch: list[Held] = []
+        self.batch_started: float | None = None
+        self.recent = RecentIds()
+        self.stats = ConsumerStats()
+        self._depths: dict[str, int] = {}
+        self._depths_at = -1e18
+        self._rate = settings.ai_decision_rate
+        self._work_s = settings.processing_time_ms / 1000.0
+
+    # --- the per-message path --------------------------------------------------------------
+
+    def handle(self, delivery: Delivery) -> None:
+        """The broker's callback. Never raises: a failure here must not stop consumption."""
+        started = time.perf_counter()
+        try:
+            self._handle(delivery, started)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            # A bug or a dependency failing mid-message: the message goes to the dead-letter
+            # queue with the reason rather than looping through redeliveries forever.
+            self.logger.exception("Message handling failed", exc, queue=delivery.queue)
+            self.metrics.error("handler_failed")
+            delivery.reject(f"consumer error: {type(exc).__name__}")
+
+    def _handle(self, delivery: Delivery, started: float) -> None:
+        try:
+            book = parse_book(delivery.body, delivery.content_type)
+        except InvalidMessage as exc:
+            self._reject(delivery, exc.reason)
+            return
+        message_id = str(book.message_id)
+        if message_id in self.recent:
+            self.stats.duplicates += 1
+            delivery.ack()
+            self.logger.info(
+                "Duplicate delivery acknowledged",
+                message_id=message_id,
+                queue=delivery.queue,
+                redelivered=delivery.redelivered,
+            )
+            return
+
+        ai_used = False
+        action = "process"
+        reasoning = ""
+        if self._rate > 0 and self.rng.random() < self._rate:
+            self.stats.ai_asked += 1
+            decision = self.engine.decide_consumer(
+                book.genre, book.priority, self._depths.get(delivery.queue, 0)
+            )
+            ai_used = decision.ai_used
+            action = decision.action
+            reasoning = decision.reasoning
+
+        if action == "batch":
+            self._hold(Held(delivery, book, message_id, ai_used, started))
+        elif action == "flag":
+            self._flag(delivery, book, message_id, ai_used, reasoning, started)
+        else:
+            self._work()
+            delivery.ack()
+            self._done(message_id, delivery.queue, "process", ai_used, started)
+
+    def _work(self) -> None:
+        """The book's actual handling; simulated (PROCESSING_TIME_MS) in this system."""
+        if self._work_s:
+            self.clock.sleep(self._work_s)
+
+    def _done(
+        self,
+        message_id: str,
+        queue: str,
+        action: str,
+        ai_used: bool,
+        started: float,
+        **extra: object,
+    ) -> None:
+        processing_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        self.recent.add(message_id)
+        self.stats.consumed += 1
+        self.stats.by_action[action] = self.stats.by_action.get(action, 0) + 1
+        self.logger.info(
+            "Message consumed",
+            message_id=message_id,
+            queue=queue,
+            ai_decision_used=ai_used,
+            action=action,
+            processing_ms=processing_ms,
+            **extra,
+        )
+        self.metrics.write(
+            CONSUME,
+            {
+                "messages_consumed": 1,
+                "processing_duration_ms": processing_ms,
+                "ai_decision_used": ai_used,
+            },
+            queue=queue,
+            action=action,
+        )
+
+    def _reject(self, delivery: Delivery, reason: str) -> None:
+        self.stats.rejected += 1
+        delivery.reject(reason)
+        self.logger.error(
+            "Invalid message dead-lettered",
+            reason=reason,
+            queue=delivery.queue,
+            message_id=(delivery.message_id or "")[:64],
+            body_bytes=len(delivery.body),
+        )
+        self.metrics.error("invalid_message")
+
+    def _flag(
+        self,
+        delivery: Delivery,
+        book: BookMessage,
+        message_id: str,
+        ai_used: bool,
+        reasoning: str,
+        started: float,
+    ) -> None:
+        headers: dict[str, object] = {
+            "x-flagged-by": self.settings.agent_id,
+            "x-flag-reason": reasoning[:200],
+            "x-original-queue": delivery.queue,
+        }
+        try:
+            self.broker.publish(
+                ANOMALY_QUEUE, delivery.body, message_id=message_id, headers=headers
+            )
+        except BrokerError as exc:
+            # Not copied, so not acked: the broker redelivers and the flag is tried again.
+            self.logger.exception(
+                "Could not copy flagged message to books.anomalies; requeued",
+                exc,
+                message_id=message_id,
+                queue=delivery.queue,
+            )
+            self.metrics.error("anomaly_copy_failed")
+            self.stats.requeued += 1
+            delivery.requeue()
+            return
+        delivery.ack()
+        self.stats.flagged += 1
+        self.logger.warning(
+            "Anomaly flagged",
+            message_id=message_id,
+            queue=delivery.queue,
+            genre=book.genre,
+            priority=book.priority,
+            reasoning=reasoning,
+        )
+        self.metrics.write(ANOMALY, {"anomaly_count": 1}, queue=delivery.queue)
+        self._done(message_id, delivery.queue, "flag", ai_used, started)
+
+    # --- batching ---------------------------------------------------------------------------
+
+    def _hold(self, held: Held) -> None:
+        if not self.batch:
+            self.batch_started = self.clock.monotonic()
+        self.batch.append(held)
+        # Remember it now, so a redelivery while it waits (after a reconnect) is not held twice.
+        self.recent.add(held.message_id)
+        if len(self.batch) >= self.settings.batch_size:
+            self.flush_batch("size")
+
+    def batch_due_in(self) -> float | None:
+        """Seconds until the held batch must be flushed by time (None: nothing held)."""
+        if not self.batch or self.batch_started is None:
+            return None
+        elapsed = self.clock.monotonic() - self.batch_started
+        return max(0.0, self.settings.batch_max_wait_seconds - elapsed)
+
+    def flush_batch(self, why: str) -> None:
+        batch, self.batch, self.batch_started = self.batch, [], None
+        if not batch:
+            return
+        self.stats.batched += len(batch)
+        self.logger.info("Flushing batch", size=len(batch), trigger=why)
+        for held in batch:
+            started = time.perf_counter()
+            self._work()
+            held.delivery.ack()
+            held_ms = round((started - held.received) * 1000.0, 3)
+            self._done(
+                held.message_id,
+                held.delivery.queue,
+                "batch",
+                held.ai_used,
+                started,
+                held_ms=held_ms,
+            )
+
+    def requeue_batch(self) -> None:
+        batch, self.batch, self.batch_started = self.batch, [], None
+        for held in batch:
+            held.delivery.requeue()
+            self.stats.requeued += 1
+        if batch:
+            self.logger.warning("Held batch requeued", size=len(batch))
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Housekeeping between deliveries: time-based batch flush, queue depth refresh."""
+        due = self.batch_due_in()
+        if due is not None and due <= 0:
+            self.flush_batch("time")
+        if self._rate > 0 and self.clock.monotonic() - self._depths_at >= DEPTH_MAX_AGE_SECONDS:
+            self._refresh_depths()
+
+    def _refresh_depths(self) -> None:
+        self._depths_at = self.clock.monotonic()
+        try:
+            self._depths = self.broker.queue_depths(self.queues)
+        except BrokerError as exc:
+            self.logger.warning("Queue depth unavailable", error=str(exc)[:200])
+
+    def start(self) -> None:
+        self.broker.consume(self.queues, self.handle, self.settings.prefetch_count)
+
+    def run(self, stop: StopFlag) -> None:
+        self.start()
+        try:
+            while not stop.is_set():
+                due = self.batch_due_in()
+                wait = 0.25 if due is None else min(0.25, max(due, 0.0))
+                self.broker.process_events(wait)
+                self.step()
+        except Interrupted:
+            pass
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Finish what is held: process the batch if there is time, else give it back."""
+        if self.batch:
+            estimated = len(self.batch) * self._work_s
+            if estimated < SHUTDOWN_BUDGET_SECONDS / 2:
+                self.flush_batch("shutdown")
+            else:
+                self.requeue_batch()
+        self.logger.info(
+            "Consumer stopping",
+            consumed=self.stats.consumed,
+            batched=self.stats.batched,
+            flagged=self.stats.flagged,
+            dead_lettered=self.stats.rejected,
+            duplicates=self.stats.duplicates,
+            ai_sampled=self.stats.ai_asked,
+        )
+
+
+def main(settings: ConsumerSettings) -> int:
+    def body(wiring: Wiring, stop: StopFlag) -> None:
+        Consumer(
+            settings,
+            wiring.broker,
+            wiring.engine,
+            wiring.metrics,
+            wiring.logger,
+            wiring.clock,
+        ).run(stop)
+
+    return run_agent(
+        settings,
+        body,
+        queues=list(settings.queues),
+        ai_decision_rate=settings.ai_decision_rate,
+        batch_size=settings.batch_size,
+        batch_max_wait_seconds=settings.batch_max_wait_seconds,
+    )

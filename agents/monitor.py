@@ -1,0 +1,187 @@
+"""The monitor agent: samples queue depths for everyone, and judges the system's health.
+
+Two timers. Every QUEUE_SAMPLE_INTERVAL_SECONDS it asks the broker for the queue depths and
+writes them as `queue_depth` points: the dashboards' queue series and the publishers' decision
+inputs both come from here. Every CHECK_INTERVAL_SECONDS it summarises the last
+SUMMARY_WINDOW_SECONDS of metrics (published, consumed, errors, tokens, cost), asks the engine
+for an analysis, writes a `health` point and, when the status is critical, prints an alert
+banner to the console besides the ERROR log line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from typing import IO, TYPE_CHECKING, Any
+
+from agents.core.broker import BrokerError
+from agents.core.metrics import HEALTH, QUEUE_DEPTH, Metrics
+from agents.core.metrics_read import MetricsReader, MetricsReadError, reader_from_settings
+from agents.messages import GENRES
+from agents.runtime import Interrupted, StopFlag, Wiring, run_agent
+
+if TYPE_CHECKING:
+    from agents.core.ai import DecisionEngine, MonitorAnalysis
+    from agents.core.broker import Broker
+    from agents.core.clock import Clock
+    from agents.core.logs import JsonLogger
+    from agents.core.settings import MonitorSettings
+
+STATUS_CODES = {"healthy": 0, "warning": 1, "critical": 2}
+
+
+class Monitor:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        broker: Broker,
+        engine: DecisionEngine,
+        metrics: Metrics,
+        logger: JsonLogger,
+        clock: Clock,
+        reader: MetricsReader,
+        console: IO[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.engine = engine
+        self.metrics = metrics
+        self.logger = logger
+        self.clock = clock
+        self.reader = reader
+        self.console = console
+        now = clock.monotonic()
+        self.next_sample = now
+        self.next_check = now + settings.check_interval_seconds
+        self.depths: dict[str, int] = {}
+        self.checks = 0
+        self.last_analysis: MonitorAnalysis | None = None
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    def sample(self) -> dict[str, int] | None:
+        try:
+            depths = self.broker.queue_depths(GENRES)
+        except BrokerError as exc:
+            self.logger.warning("Queue depth sample failed", error=str(exc)[:200])
+            self.metrics.error("queue_sample_failed")
+            return None
+        self.depths = dict(depths)
+        for queue, depth in depths.items():
+            self.metrics.write(QUEUE_DEPTH, {"queue_depth": int(depth)}, queue=queue)
+        self.logger.debug("Queue depths sampled", queue_depths=self.depths)
+        return self.depths
+
+    # --- health check ----------------------------------------------------------------------------
+
+    def summarise(self) -> dict[str, Any]:
+        """The window's totals from the metrics store; None for anything it could not read."""
+        since = self.clock.now() - timedelta(seconds=self.settings.summary_window_seconds)
+        questions = {
+            "messages_published": ("publish", "messages_published"),
+            "messages_consumed": ("consume", "messages_consumed"),
+            "errors": ("errors", "error_count"),
+            "anomalies": ("anomaly", "anomaly_count"),
+            "tokens_used": ("ai_decision", "tokens_used"),
+            "cost_usd": ("ai_decision", "cost_usd"),
+        }
+        summary: dict[str, Any] = {"window_seconds": self.settings.summary_window_seconds}
+        for key, (measurement, field) in questions.items():
+            try:
+                summary[key] = sum(self.reader.sum_field(measurement, field, since).values())
+            except MetricsReadError as exc:
+                summary[key] = None
+                summary.setdefault("unavailable", str(exc)[:200])
+        summary["queue_depths"] = dict(self.depths)
+        return summary
+
+    def check(self) -> MonitorAnalysis:
+        summary = self.summarise()
+        self.logger.info("Metrics summary", **summary)
+        analysis = self.engine.analyse(
+            int(summary["messages_published"] or 0),
+            dict(self.depths),
+            int(summary["errors"] or 0),
+        )
+        self.checks += 1
+        self.last_analysis = analysis
+        self.metrics.write(
+            HEALTH,
+            {
+                "status_code": STATUS_CODES.get(analysis.status, 1),
+                "issues_count": len(analysis.issues),
+                "issues": "; ".join(analysis.issues)[:1000],
+                "suggestions": "; ".join(analysis.suggestions)[:1000],
+            },
+            status=analysis.status,
+        )
+        if analysis.status == "critical":
+            self._alert(analysis)
+        elif analysis.status == "warning":
+            self.logger.warning("System health warning", issues=analysis.issues)
+        return analysis
+
+    def _alert(self, analysis: MonitorAnalysis) -> None:
+        self.logger.error(
+            "CRITICAL system health",
+            status=analysis.status,
+            issues=analysis.issues,
+            suggestions=analysis.suggestions,
+        )
+        rule = "!" * 72
+        lines = [rule, f"!!! CRITICAL ({self.settings.agent_id}): system health is critical"]
+        lines += [f"!!!   issue: {issue}" for issue in analysis.issues[:10]]
+        lines += [f"!!!   suggestion: {tip}" for tip in analysis.suggestions[:10]]
+        lines.append(rule)
+        console = self.console or sys.stderr
+        try:
+            console.write("\n".join(lines) + "\n")
+            console.flush()
+        except (OSError, ValueError):
+            pass
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> float:
+        now = self.clock.monotonic()
+        if now >= self.next_sample:
+            self.sample()
+            self.next_sample = now + self.settings.queue_sample_interval_seconds
+        if now >= self.next_check:
+            self.check()
+            self.next_check = now + self.settings.check_interval_seconds
+        return max(0.0, min(self.next_sample, self.next_check) - self.clock.monotonic())
+
+    def run(self, stop: StopFlag) -> None:
+        try:
+            while not stop.is_set():
+                deadline = time.monotonic() + self.step()
+                while not stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.broker.process_events(min(left, 0.25))
+        except Interrupted:
+            pass
+        self.logger.info("Monitor stopping", checks=self.checks)
+
+
+def main(settings: MonitorSettings) -> int:
+    def body(wiring: Wiring, stop: StopFlag) -> None:
+        Monitor(
+            settings,
+            wiring.broker,
+            wiring.engine,
+            wiring.metrics,
+            wiring.logger,
+            wiring.clock,
+            reader_from_settings(settings),
+        ).run(stop)
+
+    return run_agent(
+        settings,
+        body,
+        check_interval_seconds=settings.check_interval_seconds,
+        queue_sample_interval_seconds=settings.queue_sample_interval_seconds,
+    )

@@ -1,0 +1,158 @@
+"""Test doubles for driving agents in-process: a scripted model client and an in-memory broker.
+
+The scripted client stands in for the model where a test needs a *specific* answer (batch,
+flag, a new interval, critical) that dry-run mode never gives; it plugs into the real
+DecisionEngine through `build_engine(..., client=...)`, so guard, parsing and clamping are the
+real ones. Integration tests use the real broker: `MemoryBroker` is for unit tests and
+in-process measurements of the handling paths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.core.ai.client import DRY_RUN_REPLIES, Mode, ModelReply, ModelRequest
+from agents.core.broker import QUEUES, Delivery, PublishError
+
+
+class ScriptedClient:
+    """A model stand-in for the real DecisionEngine: answers each request with the next scripted
+    reply text for its agent type, else that type's default. The engine around it is the real
+    one (cost guard, reply parsing and clamping, AI_DECISION lines and points)."""
+
+    mode: Mode = "replay"
+    model = "scripted"
+
+    def __init__(self, replies: dict[str, Iterable[str]] | None = None, tokens: int = 0) -> None:
+        self.replies: dict[str, deque[str]] = {
+            kind: deque(texts) for kind, texts in (replies or {}).items()
+        }
+        self.tokens = tokens
+        self.requests: list[ModelRequest] = []
+
+    def script(self, agent_type: str, *texts: str) -> None:
+        self.replies.setdefault(agent_type, deque()).extend(texts)
+
+    def complete(self, request: ModelRequest) -> ModelReply:
+        self.requests.append(request)
+        queue = self.replies.get(request.agent_type)
+        text = queue.popleft() if queue else DRY_RUN_REPLIES[request.agent_type]
+        return ModelReply(text, self.tokens, self.tokens, self.model, "end_turn")
+
+
+def consumer_reply(action: str) -> str:
+    return json.dumps({"action": action, "reasoning": f"scripted {action}"})
+
+
+def publisher_reply(action: str, fictional: float, nonfictional: float) -> str:
+    return json.dumps(
+        {
+            "action": action,
+            "fictional_interval": fictional,
+            "nonfictional_interval": nonfictional,
+            "reasoning": f"scripted {action}",
+        }
+    )
+
+
+def monitor_reply(status: str, issues: Sequence[str] = ()) -> str:
+    return json.dumps({"status": status, "issues": list(issues), "suggestions": ["scripted"]})
+
+
+@dataclass
+class Published:
+    routing_key: str
+    body: bytes
+    message_id: str
+    exchange: str
+    headers: dict[str, object] | None
+
+
+class MemoryBroker:
+    """Records publishes and settlements; `deliver` hands a body to the registered consumer."""
+
+    def __init__(self, depths: dict[str, int] | None = None) -> None:
+        self.depths = dict(depths or dict.fromkeys(QUEUES, 0))
+        self.published: list[Published] = []
+        self.settled: list[tuple[str, str | None, Delivery]] = []
+        self.on_message: Callable[[Delivery], None] | None = None
+        self.consuming: Sequence[str] = ()
+        self.prefetch = 0
+        self.fail_publish = False
+        self.depth_calls = 0
+        self.closed = False
+        self._tag = 0
+
+    def connect(self) -> None:
+        return None
+
+    def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        exchange: str = "books",
+        headers: dict[str, object] | None = None,
+    ) -> float:
+        if self.fail_publish:
+            raise PublishError("memory broker told to fail")
+        self.published.append(Published(routing_key, body, message_id, exchange, headers))
+        return 0.1
+
+    def queue_depths(self, queues: Sequence[str] = QUEUES) -> dict[str, int]:
+        self.depth_calls += 1
+        return {q: self.depths.get(q, 0) for q in queues}
+
+    def consume(
+        self, queues: Sequence[str], on_message: Callable[[Delivery], None], prefetch: int
+    ) -> None:
+        self.consuming, self.on_message, self.prefetch = queues, on_message, prefetch
+
+    def process_events(self, time_limit: float) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def delivery(
+        self,
+        body: bytes,
+        queue: str = "fictional",
+        content_type: str | None = "application/json",
+        message_id: str | None = None,
+        redelivered: bool = False,
+    ) -> Delivery:
+        self._tag += 1
+
+        def settle(delivery: Delivery, outcome: str, reason: str | None) -> None:
+            self.settled.append((outcome, reason, delivery))
+
+        return Delivery(
+            body=body,
+            queue=queue,
+            routing_key=queue,
+            message_id=message_id,
+            headers={},
+            content_type=content_type,
+            redelivered=redelivered,
+            delivery_tag=self._tag,
+            settler=settle,
+        )
+
+    def deliver(self, body: bytes, **kwargs: Any) -> Delivery:
+        assert self.on_message is not None, "consume() was not called"
+        delivery = self.delivery(body, **kwargs)
+        self.on_message(delivery)
+        return delivery
+
+    def outcomes(self) -> list[str]:
+        return [outcome for outcome, _, _ in self.settled]
+
+
+def bodies(items: Iterable[Published]) -> list[bytes]:
+    return [item.body for item in items]

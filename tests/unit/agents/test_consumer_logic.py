@@ -1,0 +1,267 @@
+"""The consumer's per-message path with the real engine around a scripted model, an in-memory
+broker and a FakeClock: actions, batching by size and time, flags, dead-lettering, sampling."""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from agents.consumer import Consumer
+from agents.core.broker import ANOMALY_QUEUE
+from agents.core.settings import ConsumerSettings
+from agents.messages import Catalogue, Genre
+from agents.testing import consumer_reply
+
+Rig = Any  # the make_rig fixture (conftest.py) builds it
+
+CATALOGUE = Catalogue.load()
+RNG = random.Random(5)
+
+
+def body(genre: Genre = "fictional") -> bytes:
+    return CATALOGUE.make(genre, "publisher-1", RNG, datetime.now(UTC)).to_json()
+
+
+def consumer_for(make_rig: Callable[..., Rig], **overrides: object) -> tuple[Rig, Consumer]:
+    settings = {"ai_call_interval_seconds": 1, "ai_decision_rate": 0.0, **overrides}
+    rig = make_rig(ConsumerSettings, **settings)
+    consumer = Consumer(rig.settings, rig.broker, rig.engine, rig.metrics, rig.logger, rig.clock)
+    consumer.start()
+    return rig, consumer
+
+
+def test_a_valid_message_is_processed_acked_and_logged_in_the_spec_shape(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig)
+    assert rig.broker.consuming == ("fictional", "non-fictional")
+    delivery = rig.broker.deliver(body("non-fictional"), queue="non-fictional")
+    assert delivery.outcome == "ack"
+    (line,) = rig.lines("Message consumed")
+    assert line["level"] == "INFO"
+    assert line["agent_id"] == "consumer-1"
+    assert set(line["context"]) == {
+        "message_id",
+        "queue",
+        "ai_decision_used",
+        "action",
+        "processing_ms",
+    }
+    assert line["context"]["queue"] == "non-fictional"
+    assert line["context"]["ai_decision_used"] is False
+    assert line["context"]["action"] == "process"
+    (point,) = rig.sink.where("consume", queue="non-fictional", action="process")
+    assert point.fields["messages_consumed"] == 1
+    assert consumer.stats.consumed == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        (b"not json at all", "application/json"),
+        (b'{"genre": "fictional"}', "application/json"),
+        (b"\xff" * 100, "application/json"),
+        (b"{}" * 3000, "application/json"),
+        (b'{"ok": 1}', "text/plain"),
+    ],
+)
+def test_an_invalid_message_is_dead_lettered_with_a_reason(
+    make_rig: Callable[..., Rig], raw: bytes, content_type: str
+) -> None:
+    rig, consumer = consumer_for(make_rig, ai_decision_rate=1.0)
+    delivery = rig.broker.deliver(raw, content_type=content_type)
+    assert delivery.outcome == "reject"
+    ((_outcome, reason, _),) = rig.broker.settled
+    assert reason
+    (line,) = rig.lines("Invalid message dead-lettered", level="ERROR")
+    assert line["context"]["reason"] == reason
+    assert rig.sink.where("errors", kind="invalid_message")
+    assert not rig.lines("Message consumed")
+    assert not rig.client.requests, "an invalid message must never reach a prompt"
+    assert consumer.stats.rejected == 1
+
+
+def test_batch_is_held_unacked_and_flushed_when_full(make_rig: Callable[..., Rig]) -> None:
+    rig, consumer = consumer_for(
+        make_rig, ai_decision_rate=1.0, batch_size=3, batch_max_wait_seconds=60
+    )
+    rig.client.script("consumer", *[consumer_reply("batch")] * 3)
+    held = []
+    for _ in range(2):
+        rig.clock.advance(1.01)  # past the engine's one-call-per-second guard
+        held.append(rig.broker.deliver(body()))
+    assert [d.outcome for d in held] == [None, None]
+    assert len(consumer.batch) == 2
+    rig.clock.advance(1.01)
+    held.append(rig.broker.deliver(body()))
+    assert [d.outcome for d in held] == ["ack"] * 3
+    assert consumer.batch == []
+    lines = rig.lines("Message consumed")
+    assert [line["context"]["action"] for line in lines] == ["batch"] * 3
+    assert all(line["context"]["ai_decision_used"] for line in lines)
+    assert rig.lines("Flushing batch")[0]["context"]["trigger"] == "size"
+
+
+def test_batch_is_flushed_when_the_oldest_has_waited_long_enough(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(
+        make_rig, ai_decision_rate=1.0, batch_size=10, batch_max_wait_seconds=5
+    )
+    rig.client.script("consumer", consumer_reply("batch"), consumer_reply("batch"))
+    rig.clock.advance(1.01)
+    first = rig.broker.deliver(body())
+    rig.clock.advance(1.01)
+    second = rig.broker.deliver(body())
+    rig.clock.advance(3.9)  # 4.91 s since the first was held
+    consumer.step()
+    assert (first.outcome, second.outcome) == (None, None)
+    assert consumer.batch_due_in() == pytest.approx(0.09)
+    rig.clock.advance(0.1)
+    consumer.step()
+    assert (first.outcome, second.outcome) == ("ack", "ack")
+    assert rig.lines("Flushing batch")[0]["context"]["trigger"] == "time"
+    assert consumer.batch_due_in() is None
+
+
+def test_flag_copies_to_the_anomaly_queue_warns_counts_and_acks(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, _consumer = consumer_for(make_rig, ai_decision_rate=1.0)
+    rig.client.script("consumer", consumer_reply("flag"))
+    raw = body("non-fictional")
+    delivery = rig.broker.deliver(raw, queue="non-fictional")
+    assert delivery.outcome == "ack"
+    (copy,) = rig.broker.published
+    assert (copy.routing_key, copy.body) == (ANOMALY_QUEUE, raw)
+    assert copy.headers is not None
+    assert copy.headers["x-original-queue"] == "non-fictional"
+    (warning,) = rig.lines("Anomaly flagged", level="WARNING")
+    assert warning["context"]["reasoning"] == "scripted flag"
+    assert rig.sink.where("anomaly", queue="non-fictional")
+    assert rig.lines("Message consumed")[0]["context"]["action"] == "flag"
+
+
+def test_a_flag_whose_copy_fails_is_requeued_not_acked(make_rig: Callable[..., Rig]) -> None:
+    rig, _consumer = consumer_for(make_rig, ai_decision_rate=1.0)
+    rig.client.script("consumer", consumer_reply("flag"))
+    rig.broker.fail_publish = True
+    delivery = rig.broker.deliver(body())
+    assert delivery.outcome == "requeue"
+    assert not rig.lines("Message consumed")
+    assert rig.sink.where("errors", kind="anomaly_copy_failed")
+    # The redelivery is handled again, not dropped as a duplicate.
+    rig.broker.fail_publish = False
+    again = rig.broker.deliver(delivery.body, redelivered=True)
+    assert again.outcome == "ack"
+
+
+def test_a_redelivered_message_is_not_processed_twice(make_rig: Callable[..., Rig]) -> None:
+    rig, consumer = consumer_for(make_rig)
+    raw = body()
+    rig.broker.deliver(raw)
+    duplicate = rig.broker.deliver(raw, redelivered=True)
+    assert duplicate.outcome == "ack"
+    assert consumer.stats.consumed == 1
+    assert consumer.stats.duplicates == 1
+    assert len(rig.lines("Message consumed")) == 1
+
+
+def test_the_recent_ids_memory_is_bounded() -> None:
+    from agents.consumer import RecentIds
+
+    recent = RecentIds(capacity=3)
+    for n in range(5):
+        recent.add(str(n))
+    assert len(recent) == 3
+    assert "0" not in recent
+    assert "4" in recent
+
+
+def test_shutdown_processes_the_held_batch(make_rig: Callable[..., Rig]) -> None:
+    rig, consumer = consumer_for(
+        make_rig, ai_decision_rate=1.0, batch_size=10, batch_max_wait_seconds=60
+    )
+    rig.client.script("consumer", consumer_reply("batch"))
+    rig.clock.advance(1.01)
+    held = rig.broker.deliver(body())
+    assert held.outcome is None
+    consumer.shutdown()
+    assert held.outcome == "ack"
+    assert rig.lines("Flushing batch")[0]["context"]["trigger"] == "shutdown"
+
+
+def test_a_failure_inside_handling_dead_letters_the_message(
+    make_rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig, consumer = consumer_for(make_rig)
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(consumer, "_work", broken)
+    delivery = rig.broker.deliver(body())
+    assert delivery.outcome == "reject"
+    assert rig.lines("Message handling failed", level="ERROR")
+
+
+def test_the_engine_sees_the_queue_depth_sampled_from_the_broker(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig, ai_decision_rate=1.0)
+    rig.broker.depths = {"fictional": 42, "non-fictional": 7}
+    consumer.step()
+    rig.broker.deliver(body())
+    (request,) = rig.client.requests
+    assert "queue_depth=42" in request.prompt
+    assert "genre=fictional" in request.prompt
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_sampling_rate_is_respected_with_a_seeded_rng(
+    make_rig: Callable[..., Rig], rate: float
+) -> None:
+    n = 3000
+    rig, consumer = consumer_for(make_rig, ai_decision_rate=rate, ai_sampling_seed=1234)
+    for _ in range(n):
+        rig.broker.deliver(body())
+    asked = consumer.stats.ai_asked
+    sigma = math.sqrt(n * rate * (1 - rate))
+    assert abs(asked - n * rate) < 4 * sigma
+    # Every sampled message went to the engine (one AI_DECISION point each); the guard let
+    # only the first through in this frozen second and the rest fell back to "process".
+    assert len(rig.sink.where("ai_decision")) == asked
+    assert len(rig.client.requests) == 1
+    assert consumer.stats.consumed == n
+
+    # The same seed samples exactly the same messages.
+    rig2, again = consumer_for(make_rig, ai_decision_rate=rate, ai_sampling_seed=1234)
+    for _ in range(n):
+        rig2.broker.deliver(body())
+    assert again.stats.ai_asked == asked
+
+
+def test_rate_zero_never_asks_and_rate_one_always_asks(make_rig: Callable[..., Rig]) -> None:
+    rig, none = consumer_for(make_rig, ai_decision_rate=0.0)
+    for _ in range(200):
+        rig.broker.deliver(body())
+    assert none.stats.ai_asked == 0
+    rig, every = consumer_for(make_rig, ai_decision_rate=1.0)
+    for _ in range(200):
+        rig.broker.deliver(body())
+    assert every.stats.ai_asked == 200
+
+
+def test_message_ids_in_logs_are_the_body_ids(make_rig: Callable[..., Rig]) -> None:
+    rig, _ = consumer_for(make_rig)
+    raw = body()
+    rig.broker.deliver(raw, message_id="something-else")
+    logged = rig.lines("Message consumed")[0]["context"]["message_id"]
+    assert uuid.UUID(logged).bytes
+    assert logged.encode() in raw
