@@ -27,6 +27,9 @@ def render() -> dict[str, str]:
     out: dict[str, str] = {}
     for name, build in DASHBOARDS.items():
         model = build().build()
+        # Stable panel ids, so links such as ?viewPanel=3 survive regeneration.
+        for number, panel in enumerate(model.panels or [], 1):
+            panel.id_val = number
         out[name] = json.dumps(model, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
     return out
 

@@ -5,45 +5,44 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from grafana_foundation_sdk.builders import gauge as gauge_builders
-from grafana_foundation_sdk.builders import logs as logs_builders
-from grafana_foundation_sdk.builders import loki as loki_builders
-from grafana_foundation_sdk.builders import stat as stat_builders
-from grafana_foundation_sdk.builders import table as table_builders
-from grafana_foundation_sdk.builders import timeseries as timeseries_builders
-from grafana_foundation_sdk.builders.common import (
-    GraphThresholdsStyleConfig,
-    ReduceDataOptions,
-    StackingConfig,
-    TableSortByFieldState,
-    VizLegendOptions,
-    VizTooltipOptions,
-)
-from grafana_foundation_sdk.builders.dashboard import QueryVariable, ThresholdsConfig
-from grafana_foundation_sdk.cog import builder as cogbuilder
-from grafana_foundation_sdk.cog import variants as cogvariants
-from grafana_foundation_sdk.models import dashboard as dm
-from grafana_foundation_sdk.models import loki as loki_models
-from grafana_foundation_sdk.models.common import (
-    BigValueColorMode,
-    BigValueGraphMode,
-    DataSourceRef,
-    GraphThresholdsStyleMode,
-    LegendDisplayMode,
-    LegendPlacement,
-    LogsSortOrder,
-    SortOrder,
-    StackingMode,
-    TableCellHeight,
-    TooltipDisplayMode,
-)
-
 from agents.dashboards import flux
 
 with warnings.catch_warnings():
-    # The v1 builder warns at import that v2 exists; file provisioning speaks v1 JSON.
+    # The SDK's v1 dashboard modules warn on import that v2 exists; file provisioning reads v1.
     warnings.simplefilter("ignore", DeprecationWarning)
+    from grafana_foundation_sdk.builders import gauge as gauge_builders
+    from grafana_foundation_sdk.builders import logs as logs_builders
+    from grafana_foundation_sdk.builders import loki as loki_builders
+    from grafana_foundation_sdk.builders import stat as stat_builders
+    from grafana_foundation_sdk.builders import table as table_builders
+    from grafana_foundation_sdk.builders import timeseries as timeseries_builders
+    from grafana_foundation_sdk.builders.common import (
+        GraphThresholdsStyleConfig,
+        ReduceDataOptions,
+        StackingConfig,
+        TableSortByFieldState,
+        VizLegendOptions,
+        VizTooltipOptions,
+    )
     from grafana_foundation_sdk.builders.dashboard import Dashboard as Dashboard
+    from grafana_foundation_sdk.builders.dashboard import QueryVariable, ThresholdsConfig
+    from grafana_foundation_sdk.cog import builder as cogbuilder
+    from grafana_foundation_sdk.cog import variants as cogvariants
+    from grafana_foundation_sdk.models import dashboard as dm
+    from grafana_foundation_sdk.models import loki as loki_models
+    from grafana_foundation_sdk.models.common import (
+        BigValueColorMode,
+        BigValueGraphMode,
+        DataSourceRef,
+        GraphThresholdsStyleMode,
+        LegendDisplayMode,
+        LegendPlacement,
+        LogsSortOrder,
+        SortOrder,
+        StackingMode,
+        TableCellHeight,
+        TooltipDisplayMode,
+    )
 
 # Fixed in infra/grafana/provisioning/datasources/*.yaml.
 INFLUX = DataSourceRef(type_val="influxdb", uid="influxdb-agents")
