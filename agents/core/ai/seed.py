@@ -1,0 +1,135 @@
+"""`python -m agents.core.ai.seed`: write synthetic cassettes until someone records real ones.
+
+The answers are built from the SDK's own response types (`anthropic.types.Message`), served to
+the real SDK through an in-memory transport, and recorded by the same vcrpy pipeline as
+`nox -s record`, so the cassettes hold exactly the requests the SDK sends and parse exactly as
+real responses do. Each cassette says `synthetic: true` in its metadata; `nox -s record`
+replaces them with real recordings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import anthropic
+import httpx2
+from anthropic.types import Message, TextBlock, Usage
+
+from agents.core.ai import cassettes as cs
+from agents.core.ai.client import AnthropicClient, DecisionClient, live_sdk
+from agents.core.ai.prompts import numbers_of
+from agents.core.ai.record import drive, recording
+from agents.core.clock import FakeClock
+from agents.core.settings import CommonSettings
+
+
+def synthetic_answer(prompt: str) -> dict[str, object]:
+    """A plausible answer for a prompt, so replayed fleets behave sensibly."""
+    numbers = numbers_of(prompt)
+    if prompt.startswith("You are a publisher agent"):
+        fictional, nonfictional, f_interval, n_interval = numbers[:4]
+        backlog = fictional + nonfictional
+        if backlog > 200:
+            return {
+                "action": "slow_down",
+                "fictional_interval": round(f_interval * 2, 1),
+                "nonfictional_interval": round(n_interval * 2, 1),
+                "reasoning": f"Backlog of {int(backlog)} messages: halving the publish rate.",
+            }
+        if backlog < 5 and f_interval > 5:
+            return {
+                "action": "speed_up",
+                "fictional_interval": max(5.0, round(f_interval / 2, 1)),
+                "nonfictional_interval": max(10.0, round(n_interval / 2, 1)),
+                "reasoning": "Queues are drained: back towards the normal rate.",
+            }
+        return {
+            "action": "continue",
+            "fictional_interval": f_interval,
+            "nonfictional_interval": n_interval,
+            "reasoning": "Queue depths are low and stable.",
+        }
+    if prompt.startswith("Message received"):
+        priority, depth = numbers[0], numbers[1]
+        if priority > 5:
+            return {"action": "flag", "reasoning": "Priority outside the usual 1-5 range."}
+        if depth > 200 and priority <= 2:
+            return {"action": "batch", "reasoning": "Deep queue and low priority: batch it."}
+        return {"action": "process", "reasoning": "Normal message: process immediately."}
+    published, *depths, errors = numbers
+    backlog = sum(depths)
+    issues, suggestions = [], []
+    if errors:
+        issues.append(f"{int(errors)} errors in the last 5 minutes")
+        suggestions.append("Inspect the dead-letter queue")
+    if backlog > 1000:
+        issues.append(f"Queue backlog of {int(backlog)} messages")
+        suggestions.append("Consider scaling consumers")
+    if published == 0:
+        issues.append("No messages published")
+        suggestions.append("Check that the publishers are running")
+    status = "healthy"
+    if issues:
+        status = "critical" if errors > 50 or backlog > 5000 else "warning"
+    return {"status": status, "issues": issues, "suggestions": suggestions}
+
+
+def synthetic_response(request: httpx2.Request) -> httpx2.Response:
+    body = json.loads(request.content)
+    prompt = cs.prompt_of(body)
+    text = json.dumps(synthetic_answer(prompt))
+    message = Message(
+        id="msg_synthetic_" + hashlib.sha256(prompt.encode()).hexdigest()[:20],
+        type="message",
+        role="assistant",
+        model=body["model"],
+        content=[TextBlock(type="text", text=text)],
+        stop_reason="end_turn",
+        usage=Usage(
+            # Roughly four bytes per token, plus the structured-output framing.
+            input_tokens=len(request.content) // 4 + 40,
+            output_tokens=len(text) // 4 + 2,
+        ),
+    )
+    return httpx2.Response(
+        200,
+        headers={"content-type": "application/json"},
+        content=message.model_dump_json(exclude_none=True).encode(),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    directory = Path(argv[0]) if argv else cs.resolve_cassettes_dir(Path("cassettes"))
+
+    def offline(settings: CommonSettings, clock: FakeClock) -> DecisionClient:
+        transport = httpx2.MockTransport(synthetic_response)
+        sdk = live_sdk(
+            "seed-no-key",
+            "https://api.anthropic.com",
+            settings.ai_timeout_seconds,
+            http_client=anthropic.DefaultHttpxClient(transport=transport),
+        )
+        return AnthropicClient(sdk, settings.claude_model, "live", clock)
+
+    for agent_type in cs.AGENT_TYPES:
+        path = cs.cassette_path(directory, agent_type)
+        metadata = {
+            "synthetic": True,
+            "generator": "python -m agents.core.ai.seed",
+            "note": "synthetic answers built from anthropic.types.Message; "
+            "`nox -s record` replaces this file with real recordings",
+        }
+        with recording(path, metadata):
+            fallbacks = drive(agent_type, offline, {"anthropic_api_key": None})
+        if fallbacks:
+            print(f"seed: {agent_type}: unexpected fallbacks {fallbacks}", file=sys.stderr)
+            return 1
+        print(f"seed: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
