@@ -1,0 +1,91 @@
+"""Options and fixtures of the fault suite.
+
+Short scenarios run in the default `nox -s tests`; long ones (more than a couple of minutes, or
+touching the whole broker) carry `@pytest.mark.long_fault` and run only with `--run-long-faults`
+(`nox -s faults`), which also writes every scenario's summary to benchmarks/results/faults.json.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .toolkit.ledger import summary_line
+from .toolkit.rabbit import QueueInspector
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "faults.json"
+_SUMMARIES = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-long-faults",
+        action="store_true",
+        default=False,
+        help="also run the long fault scenarios (broker restart, load plus faults) and write "
+        "benchmarks/results/faults.json",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "long_fault: a fault scenario longer than a couple of minutes (nox -s faults)"
+    )
+    config.stash[_SUMMARIES] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("long_fault") and not item.config.getoption("--run-long-faults"):
+        pytest.skip("long fault scenario: run with --run-long-faults (nox -s faults)")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    summaries = config.stash.get(_SUMMARIES, [])
+    if not config.getoption("--run-long-faults", default=False) or not summaries:
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "scenarios": summaries,
+    }
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+class FaultReport:
+    """Collects one summary per scenario; printed as one line and kept for faults.json."""
+
+    def __init__(self, config: pytest.Config, test_name: str) -> None:
+        self._summaries = config.stash[_SUMMARIES]
+        self._test = test_name
+        self._started = time.monotonic()
+
+    def add(self, summary: dict[str, Any]) -> None:
+        summary = {
+            **summary,
+            "test": self._test,
+            "duration_s": round(time.monotonic() - self._started, 1),
+        }
+        self._summaries.append(summary)
+        print(summary_line(summary))
+
+
+@pytest.fixture
+def fault_report(request: pytest.FixtureRequest) -> FaultReport:
+    return FaultReport(request.config, request.node.name)
+
+
+@pytest.fixture
+def inspector(vhost: str) -> Iterator[QueueInspector]:
+    found = QueueInspector(vhost)
+    yield found
+    found.close()

@@ -1,0 +1,1 @@
+"""The fault toolkit: agent processes, broker inspection, misbehaving HTTP endpoints, the ledger."""
