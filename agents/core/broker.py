@@ -402,17 +402,36 @@ class RabbitBroker:
             text = text.replace(self._secret, "***")
         return " ".join(text.split())[:500]
 
-    def _lost(self, exc: BaseException, during: str) -> None:
+    def _lost(
+        self,
+        exc: BaseException,
+        during: str,
+        message: str = "RabbitMQ connection lost; reconnecting "
+        "(unacked messages will be redelivered)",
+    ) -> None:
         """Forget a dead connection; the broker requeues its unacked messages."""
         _close_quietly(self._connection)
         self._connection = self._control = self._consume_channel = None
         self._failures = 0
         self._next_attempt_at = self._clock.monotonic()  # the first retry is immediate
         self._log.error(
-            "RabbitMQ connection lost; reconnecting (unacked messages will be redelivered)",
+            message,
             broker=self.where,
             during=during,
             error={"type": type(exc).__name__, "message": self._explain(exc)},
+        )
+
+    def _consumers_alive(self) -> bool:
+        """False when the broker closed the consume channel (e.g. a 406 on a bad ack) or
+        cancelled a consumer (its queue was deleted). pika reports neither as an exception, so
+        without this check an agent would sit connected and idle forever."""
+        if not self._consumers:
+            return True
+        channel = self._consume_channel
+        return (
+            channel is not None
+            and channel.is_open
+            and len(channel.consumer_tags) >= len(self._consumers)
         )
 
     def _reconnect_within(self, deadline: _Deadline) -> bool:
@@ -700,6 +719,15 @@ class RabbitBroker:
                 # A handler's publish may already have noticed the loss (and even reconnected).
                 if self._connection is connection:
                     self._lost(exc, "process_events")
+                continue
+            if not self._consumers_alive():
+                # Starting over redeclares the topology (a deleted queue comes back) and
+                # re-registers every consumer; unacked messages are redelivered meanwhile.
+                self._lost(
+                    BrokerError("consume channel closed or consumer cancelled by the broker"),
+                    "process_events",
+                    "RabbitMQ consumers lost; reconnecting to re-register them",
+                )
                 continue
             if deadline.remaining() <= 0:
                 return

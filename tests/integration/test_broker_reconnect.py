@@ -245,3 +245,25 @@ def test_a_wrong_password_is_reported_without_the_password(vhost: str, logs: io.
     assert PASSWORD not in repr(caught.value.__cause__)
     assert PASSWORD not in logs.getvalue()
     assert len(log_lines(logs, "ERROR")) == 2
+
+
+@pytest.mark.rabbitmq
+def test_a_consumer_cancelled_by_the_broker_is_re_registered(
+    broker: RabbitBroker, vhost: str, logs: io.StringIO
+) -> None:
+    # Deleting a consumed queue cancels its consumer; pika raises nothing, so without recovery
+    # the agent would stay connected and idle forever.
+    got: list[Delivery] = []
+    broker.consume(["fictional"], got.append, prefetch=5)
+    broker.process_events(0.05)
+    management("DELETE", f"/api/queues/{vhost}/fictional")
+
+    pump_until(broker, lambda: broker.reconnects == 1)
+    broker.publish("fictional", b"{}", message_id="after-delete")  # the queue was redeclared
+    pump_until(broker, lambda: len(got) == 1)
+
+    assert got[0].message_id == "after-delete"
+    queue = management("GET", f"/api/queues/{vhost}/fictional")
+    assert queue["arguments"] == {"x-dead-letter-exchange": "books.dlx"}
+    [error] = log_lines(logs, "ERROR")
+    assert error["message"] == "RabbitMQ consumers lost; reconnecting to re-register them"
