@@ -157,10 +157,10 @@ class Publisher:
         for genre in GENRES:
             if now >= self.next_publish[genre]:
                 self.publish_one(genre)
-                # Schedule from the due time so the rate holds, but never build up a backlog.
-                self.next_publish[genre] = max(
-                    self.next_publish[genre] + self.intervals[genre], now
-                )
+                # Schedule from the due time so the rate holds; after a stall (a broker outage)
+                # restart from now instead of publishing the missed messages in a burst.
+                due = self.next_publish[genre] + self.intervals[genre]
+                self.next_publish[genre] = due if due > now else now + self.intervals[genre]
         if now >= self.next_decision:
             self.decide()
             self.next_decision = now + self.settings.decision_interval_seconds

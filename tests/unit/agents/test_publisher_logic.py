@@ -1,0 +1,159 @@
+"""The publisher's timers and decisions with a FakeClock, the real engine around a scripted
+model, and an in-memory broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from agents.core.metrics_read import MetricsReadError
+from agents.core.settings import PublisherSettings
+from agents.messages import parse_book
+from agents.publisher import Publisher
+from agents.testing import publisher_reply
+
+Rig = Any  # the make_rig fixture (conftest.py) builds it
+
+
+class StubReader:
+    def __init__(self, depths: dict[str, float] | None = None, fail: bool = False) -> None:
+        self.depths = depths or {}
+        self.fail = fail
+        self.asked: list[tuple[str, str, datetime, str | None]] = []
+
+    def last_field(
+        self, measurement: str, field: str, since: datetime, group_by: str | None = None
+    ) -> dict[str, float]:
+        self.asked.append((measurement, field, since, group_by))
+        if self.fail:
+            raise MetricsReadError("InfluxDB query failed: connection refused")
+        return dict(self.depths)
+
+    def sum_field(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    def count(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        raise NotImplementedError
+
+
+def publisher_for(
+    make_rig: Callable[..., Rig], reader: StubReader | None = None, **overrides: object
+) -> tuple[Rig, Publisher]:
+    rig = make_rig(PublisherSettings, **overrides)
+    publisher = Publisher(
+        rig.settings, rig.broker, rig.engine, rig.metrics, rig.logger, rig.clock, reader=reader
+    )
+    return rig, publisher
+
+
+def test_publishes_valid_books_on_both_timers(make_rig: Callable[..., Rig]) -> None:
+    rig, publisher = publisher_for(make_rig, decision_interval_seconds=3600)
+    for _ in range(30):  # 30 s of simulated time in 1 s steps
+        publisher.step()
+        rig.clock.advance(1.0)
+    keys = [p.routing_key for p in rig.broker.published]
+    # Due at 0, 5, ..., 25 and at 0, 10, 20: the default 5 s / 10 s intervals.
+    assert keys.count("fictional") == 6
+    assert keys.count("non-fictional") == 3
+    for item in rig.broker.published:
+        book = parse_book(item.body)
+        assert book.genre == item.routing_key
+        assert book.publisher_id == "publisher-1"
+        assert str(book.message_id) == item.message_id
+    assert len(rig.sink.where("publish")) == 9
+    (line, *_) = rig.lines("Message published")
+    assert set(line["context"]) >= {"message_id", "queue", "duration_ms"}
+
+
+def test_step_returns_the_wait_until_the_next_publish(make_rig: Callable[..., Rig]) -> None:
+    rig, publisher = publisher_for(make_rig, decision_interval_seconds=3600)
+    assert publisher.step() == pytest.approx(5.0)
+    rig.clock.advance(2.0)
+    assert publisher.step() == pytest.approx(3.0)
+
+
+def test_a_failed_publish_is_counted_not_reported_as_published(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, publisher = publisher_for(make_rig)
+    rig.broker.fail_publish = True
+    assert publisher.publish_one("fictional") is None
+    assert publisher.failed == 1
+    assert not rig.sink.where("publish")
+    assert rig.sink.where("errors", kind="publish_failed")
+    assert rig.lines("Publish failed; message not confirmed", level="ERROR")
+
+
+def test_a_decision_changes_the_intervals_and_they_are_applied(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, publisher = publisher_for(make_rig, decision_interval_seconds=60)
+    rig.client.script("publisher", publisher_reply("speed_up", 2.0, 4.0))
+    rig.broker.depths = {"fictional": 3, "non-fictional": 1}
+    publisher.step()  # publishes both at t=0
+    rig.clock.advance(60.0)
+    rig.broker.published.clear()
+    publisher.step()  # publishes, then decides
+    assert publisher.intervals == {"fictional": 2.0, "non-fictional": 4.0}
+    (request,) = rig.client.requests
+    assert "fictional=3, non-fictional=1" in request.prompt
+    assert "Current: fictional=5s, non-fictional=10s" in request.prompt
+    for genre, depth in (("fictional", 3), ("non-fictional", 1)):
+        (point,) = rig.sink.where("queue_depth", queue=genre)
+        assert point.fields == {"queue_depth_at_decision": depth}
+    assert rig.lines("AI decision", level="AI_DECISION")
+    assert rig.lines("Publishing intervals changed")
+    rig.broker.published.clear()
+    for _ in range(8):
+        rig.clock.advance(1.0)
+        publisher.step()
+    keys = [p.routing_key for p in rig.broker.published]
+    assert keys.count("fictional") == 4
+    assert keys.count("non-fictional") == 2
+
+
+@pytest.mark.parametrize(
+    ("fictional", "nonfictional", "expected"),
+    [
+        (0.001, 1e9, (1.0, 300.0)),
+        (-5, 0, (1.0, 1.0)),
+        ("NaN", 7.5, (5.0, 7.5)),
+    ],
+)
+def test_intervals_from_the_model_are_clamped(
+    make_rig: Callable[..., Rig],
+    fictional: object,
+    nonfictional: object,
+    expected: tuple[float, float],
+) -> None:
+    rig, publisher = publisher_for(make_rig)
+    rig.client.script("publisher", publisher_reply("slow_down", fictional, nonfictional))  # type: ignore[arg-type]
+    publisher.decide()
+    assert (publisher.intervals["fictional"], publisher.intervals["non-fictional"]) == expected
+
+
+def test_depths_come_from_the_metrics_store_when_recent(make_rig: Callable[..., Rig]) -> None:
+    reader = StubReader({"fictional": 12.0, "non-fictional": 30.0})
+    rig, publisher = publisher_for(make_rig, reader=reader)
+    rig.broker.depths = {"fictional": 999, "non-fictional": 999}
+    assert publisher.queue_depths() == ({"fictional": 12, "non-fictional": 30}, "metrics")
+    assert rig.broker.depth_calls == 0
+    measurement, field, since, group = reader.asked[0]
+    assert (measurement, field, group) == ("queue_depth", "queue_depth", "queue")
+    assert (rig.clock.now() - since).total_seconds() == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [StubReader({}), StubReader({"fictional": 1.0}), StubReader(fail=True), None],
+    ids=["no-points", "one-queue-only", "store-down", "no-reader"],
+)
+def test_depths_fall_back_to_the_broker(
+    make_rig: Callable[..., Rig], reader: StubReader | None
+) -> None:
+    rig, publisher = publisher_for(make_rig, reader=reader)
+    rig.broker.depths = {"fictional": 4, "non-fictional": 5}
+    assert publisher.queue_depths() == ({"fictional": 4, "non-fictional": 5}, "broker")
