@@ -389,15 +389,18 @@ class RabbitBroker:
         if isinstance(exc, _AUTH_ERRORS):
             text = "authentication refused (check RABBITMQ_USER and RABBITMQ_PASS)"
         elif isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
-            text = f"access to vhost {self._settings.rabbitmq_vhost!r} refused or vhost missing"
+            detail = f": {exc.args[0]}" if exc.args else ""
+            text = f"access to vhost {self._settings.rabbitmq_vhost!r} refused{detail}"
         elif isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
             text = f"closed by broker: {exc.reply_code} {exc.reply_text}"
         elif isinstance(exc, pika.exceptions.ChannelClosedByBroker):
             text = f"channel closed by broker: {exc.reply_code} {exc.reply_text}"
+        elif not str(exc).strip():
+            # pika's AMQPConnectionError has an empty str(); the socket error is in its args.
+            inner = exc.args[0] if exc.args else None
+            text = repr(inner) if isinstance(inner, BaseException) else repr(exc)
         else:
             text = describe_error(exc)["message"]
-            if text == type(exc).__name__ or not text:
-                text = type(exc).__name__
         if self._secret and len(self._secret) >= 3:
             text = text.replace(self._secret, "***")
         return " ".join(text.split())[:500]

@@ -211,6 +211,7 @@ def test_a_wrong_port_fails_after_bounded_attempts_with_an_error_line_each(
     message = str(caught.value)
     assert f"{RABBIT_HOST}:{port}/books" in message
     assert "after 4 attempt(s)" in message
+    assert "Connection refused" in message  # the cause, not just pika's empty error
     assert PASSWORD not in message
     assert PASSWORD not in logs.getvalue()
     errors = log_lines(logs, "ERROR")
