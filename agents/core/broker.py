@@ -324,6 +324,8 @@ class RabbitBroker:
         TopologyError at once when the broker holds a conflicting topology.
         """
         self._closed = False
+        if not self.connected:
+            self._failures = 0  # each call gets its own `connect_attempts`
         while not self.connected:
             wait = self._next_attempt_at - self._clock.monotonic()
             if wait > 0:

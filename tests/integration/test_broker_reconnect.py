@@ -268,3 +268,14 @@ def test_a_consumer_cancelled_by_the_broker_is_re_registered(
     assert queue["arguments"] == {"x-dead-letter-exchange": "books.dlx"}
     [error] = log_lines(logs, "ERROR")
     assert error["message"] == "RabbitMQ consumers lost; reconnecting to re-register them"
+
+
+def test_each_connect_call_gets_its_own_attempts(logs: io.StringIO) -> None:
+    settings = load_settings(BrokerSettings, rabbitmq_host=RABBIT_HOST, rabbitmq_port=closed_port())
+    broker = RabbitBroker(
+        settings, JsonLogger("s", "setup", stream=logs), FakeClock(), connect_attempts=2
+    )
+    for _ in range(2):
+        with pytest.raises(BrokerError, match="after 2 attempt"):
+            broker.connect()
+    assert [e["context"]["attempt"] for e in log_lines(logs, "ERROR")] == [1, 2, 1, 2]
