@@ -56,6 +56,7 @@ def run(sink: FileSink) -> None:
             {
                 "ai_decision_count": 1,
                 "ai_fallback_count": 1 if fallback else 0,
+                "ai_call_count": 0 if fallback else 1,
                 "ai_reasoning_text": f"{action}: depths {depth['fictional']}/"
                 f"{depth['non-fictional']}",
                 "tokens_used": tokens_in + tokens_out,

@@ -142,13 +142,15 @@ def build() -> c.Dashboard:
     calls = (
         c.timeseries(
             "AI calls per hour",
-            "Decisions per hour by mode (ai_decision.ai_decision_count by mode), from 5-minute "
-            "or wider windows. Only `live` calls reach the paid API; dry-run and replay are free.",
+            "Requests that reached the Claude client, per hour, by mode (ai_decision.ai_call_count "
+            "by mode), from 5-minute or wider windows. Decisions the guard refused (rate limit, "
+            "budget, spend cap) are not calls. Only `live` calls are billed; dry-run and replay "
+            "are free.",
             c.CALLS_PER_H,
             c.influx(
                 query(
                     AI_DECISION,
-                    "ai_decision_count",
+                    "ai_call_count",
                     group_by=["mode"],
                     steps=[window("sum"), rate(3600)],
                 )

@@ -97,6 +97,7 @@ def test_cost_panels_have_their_units() -> None:
     assert '"tokens_used"' in COST["Total tokens"]["targets"][0]["query"]
     assert COST["AI calls per hour"]["fieldConfig"]["defaults"]["unit"] == "suffix: calls/h"
     assert "3600.0" in COST["AI calls per hour"]["targets"][0]["query"]
+    assert '"ai_call_count"' in COST["AI calls per hour"]["targets"][0]["query"]
     assert '"cost_usd"' in COST["Recorded spend"]["targets"][0]["query"]
 
 
