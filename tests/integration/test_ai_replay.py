@@ -1,0 +1,122 @@
+"""Replay: recorded cassettes answer through the same SDK path as live, with no network at all,
+and a miss fails at once and loudly instead of calling the API."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.core.ai import cassettes as cs
+from agents.core.ai import seed
+from agents.core.ai.client import load_cassette
+from agents.core.ai.testing import make_rig
+from agents.core.clock import FakeClock
+from agents.core.settings import (
+    ConsumerSettings,
+    MonitorSettings,
+    PublisherSettings,
+    load_settings,
+)
+
+REPO_CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ANTHROPIC_API_KEY", "DRY_RUN", "CLAUDE_MODEL", "CASSETTES_DIR", "MAX_TOKENS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("replay tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copytree(REPO_CASSETTES, tmp_path / "cassettes")
+    return tmp_path
+
+
+def test_publisher_replays_the_nearest_recording(workdir: Path) -> None:
+    rig = make_rig(load_settings(PublisherSettings), cwd=workdir)
+    assert rig.engine.mode == "replay"
+    backlog = rig.engine.decide_publisher(600, 250, 5.0, 10.0)
+    assert backlog.action == "slow_down" and backlog.ai_used
+    assert 1.0 <= backlog.fictional_interval <= 300.0
+    rig.clock.advance(60)
+    calm = rig.engine.decide_publisher(10, 9, 5.0, 10.0)
+    assert calm.action == "continue"
+    lines = rig.lines("AI_DECISION")
+    assert [line["context"]["ai_mode"] for line in lines] == ["replay", "replay"]
+    point = rig.points()[0]
+    assert point.tags["mode"] == "replay"
+    assert point.fields["tokens_used"] > 0 and point.fields["cost_usd"] == 0.0
+
+
+def test_consumer_and_monitor_replay(workdir: Path) -> None:
+    consumer = make_rig(load_settings(ConsumerSettings), cwd=workdir)
+    assert consumer.engine.decide_consumer("fictional", 1, 900).action == "batch"
+    monitor = make_rig(load_settings(MonitorSettings), cwd=workdir)
+    analysis = monitor.engine.analyse(20, {"fictional": 4500, "non-fictional": 3000}, 70)
+    assert analysis.status == "critical" and analysis.issues and analysis.ai_used
+
+
+def test_a_miss_is_a_loud_immediate_fallback(workdir: Path) -> None:
+    path = workdir / "cassettes" / "consumer.yaml"
+    data = yaml.safe_load(path.read_text())
+    for interaction in data["interactions"]:  # same template, but another max_tokens
+        interaction["request"]["body"] = interaction["request"]["body"].replace(
+            '"max_tokens":200', '"max_tokens":199'
+        )
+    data["interactions"].append(data["interactions"][0])
+    path.write_text(yaml.safe_dump(data))
+    from agents.core.ai.client import AnthropicClient, replay_sdk
+
+    settings = load_settings(ConsumerSettings)
+    sdk = replay_sdk(load_cassette(path), timeout_s=5)
+    rig = make_rig(settings, AnthropicClient(sdk, settings.claude_model, "replay", FakeClock()))
+    decision = rig.engine.decide_consumer("fictional", 1, 0)
+    assert decision.fallback == "replay_miss"
+    (warning,) = [line for line in rig.lines("WARNING") if line["message"].startswith("AI call")]
+    assert "no recording" in warning["context"]["error"]
+    assert sdk.max_retries == 0
+
+
+@pytest.mark.parametrize("agent_type", cs.AGENT_TYPES)
+def test_shipped_cassettes_are_synthetic_seeds_or_real_recordings(agent_type: str) -> None:
+    cassette = load_cassette(REPO_CASSETTES / f"{agent_type}.yaml")
+    assert len(cassette.data) >= 5
+    metadata = cassette._metadata
+    assert isinstance(metadata.get("synthetic"), bool)
+
+
+def test_seed_generator_reproduces_the_shipped_seeds(tmp_path: Path) -> None:
+    assert seed.main([str(tmp_path)]) == 0
+    for agent_type in cs.AGENT_TYPES:
+        shipped = yaml.safe_load((REPO_CASSETTES / f"{agent_type}.yaml").read_text())
+        if not shipped["metadata"]["synthetic"]:
+            continue  # replaced by real recordings: nothing to compare
+        generated = yaml.safe_load((tmp_path / f"{agent_type}.yaml").read_text())
+        assert generated == shipped
+
+
+def test_no_cassette_holds_anything_shaped_like_a_key() -> None:
+    files = sorted(REPO_CASSETTES.rglob("*"))
+    assert files
+    for path in files:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert cs.scan_for_keys(text) == [], path
+            assert "authorization" not in text.lower(), path
+
+
+def test_the_key_scanner_catches_keys() -> None:
+    assert cs.scan_for_keys("x-api-key: sk-ant-api03-AbCdEfGhIjKlMnOp")
+    assert cs.scan_for_keys("authorization:\n- Bearer abcdefghijklmnopqrstuvwxyz")
+    assert cs.scan_for_keys("content-type: application/json") == []
