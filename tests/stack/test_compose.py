@@ -378,3 +378,16 @@ def _variable_names(model: type[Any]) -> set[str]:
 def _as_init_kwargs(model: type[Any], env: dict[str, str]) -> dict[str, str]:
     by_variable = {(f.alias or n).upper(): (f.alias or n) for n, f in model.model_fields.items()}
     return {by_variable[k]: v for k, v in env.items() if k in by_variable and v != ""}
+
+
+def test_image_keeps_the_repository_layout_the_package_reads_from() -> None:
+    import agents.messages
+
+    text = DOCKERFILE.read_text()
+    copied = dict(re.findall(r"^COPY (\S+)/ (/app/\S+)/$", text, flags=re.MULTILINE))
+    # Editable install from /app/agents: paths computed next to the package land under /app.
+    assert copied.get("agents") == "/app/agents"
+    data_dir = agents.messages.FIXTURE_PATH.relative_to(ROOT).parts[0]
+    assert copied.get(data_dir) == f"/app/{data_dir}"
+    # CASSETTES_DIR is relative to the working directory, /app.
+    assert copied.get(str(CommonSettings.model_fields["cassettes_dir"].default)) == "/app/cassettes"
