@@ -77,6 +77,7 @@ class ConsumerStats:
     duplicates: int = 0
     ai_asked: int = 0
     requeued: int = 0
+    left_unacked: int = 0
     by_action: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,12 +108,19 @@ class Consumer:
         self._depths_at = -1e18
         self._rate = settings.ai_decision_rate
         self._work_s = settings.processing_time_ms / 1000.0
+        self._stop: StopFlag | None = None
 
     # --- the per-message path --------------------------------------------------------------
 
     def handle(self, delivery: Delivery) -> None:
         """The broker's callback. Never raises: a failure here must not stop consumption."""
         started = time.perf_counter()
+        if self._stop is not None and self._stop.is_set():
+            # Stopping: take no new work. Left unacked, the message returns to its queue when the
+            # connection closes. (Requeueing it now could bounce it straight back to us, and
+            # pika keeps dispatching within one process_events call for as long as messages come.)
+            self.stats.left_unacked += 1
+            return
         try:
             self._handle(delivery, started)
         except Interrupted:
@@ -323,6 +331,7 @@ class Consumer:
         self.broker.consume(self.queues, self.handle, self.settings.prefetch_count)
 
     def run(self, stop: StopFlag) -> None:
+        self._stop = stop
         self.start()
         try:
             while not stop.is_set():
@@ -351,6 +360,7 @@ class Consumer:
             dead_lettered=self.stats.rejected,
             duplicates=self.stats.duplicates,
             ai_sampled=self.stats.ai_asked,
+            returned_to_queue=self.stats.left_unacked + self.stats.requeued,
         )
 
 

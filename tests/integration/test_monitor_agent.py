@@ -1,0 +1,85 @@
+"""The monitor agent on the real broker: the depths it samples are the broker's, and a health
+check reads back what it and the other agents wrote to the shared metrics file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pika
+import pytest
+
+from agents.core.ai import build_engine
+from agents.core.broker import RabbitBroker, connection_parameters
+from agents.core.clock import FakeClock
+from agents.core.logs import JsonLogger
+from agents.core.metrics import PUBLISH, FileSink, Metrics
+from agents.core.metrics_read import FileMetricsReader, iter_file
+from agents.core.settings import MonitorSettings, load_settings
+from agents.monitor import Monitor
+from agents.testing import ScriptedClient, monitor_reply
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def test_samples_real_depths_and_analyses_the_shared_metrics_file(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "metrics.lp"
+    settings = load_settings(MonitorSettings, metrics_file=path, check_interval_seconds=30)
+    clock = FakeClock()
+    out, console = io.StringIO(), io.StringIO()
+    logger = JsonLogger("monitor-1", "monitor", stream=out, clock=clock)
+    metrics = Metrics(FileSink(path), "monitor-1", "monitor")
+    client = ScriptedClient()
+    client.script("monitor", monitor_reply("critical", ["fictional backlog"]))
+    engine = build_engine(settings, logger, metrics, clock, client=client)
+    broker = RabbitBroker(settings, logger)
+    broker.connect()
+    try:
+        connection = pika.BlockingConnection(connection_parameters(settings))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for _ in range(5):
+            channel.basic_publish("books", "fictional", b"{}", mandatory=True)
+        connection.close()
+        publisher_metrics = Metrics(FileSink(path), "publisher-1", "publisher")
+        now_ns = int(clock.now().timestamp() * 1e9)
+        for n in range(5):
+            publisher_metrics.write(
+                PUBLISH,
+                {"messages_published": 1, "publish_duration_ms": 2.0},
+                now_ns - n,
+                queue="fictional",
+            )
+        publisher_metrics.close()
+
+        monitor = Monitor(
+            settings,
+            broker,
+            engine,
+            metrics,
+            logger,
+            clock,
+            FileMetricsReader(path),
+            console=console,
+        )
+        monitor.step()
+        clock.advance(30)
+        monitor.step()
+    finally:
+        broker.close()
+        metrics.close()
+    depths = [
+        (p.tags["queue"], p.fields["queue_depth"])
+        for p in iter_file(path)
+        if p.measurement == "queue_depth"
+    ]
+    assert depths.count(("fictional", 5)) == 2
+    assert depths.count(("non-fictional", 0)) == 2
+    (request,) = client.requests
+    assert "messages_published=5" in request.prompt
+    assert "fictional" in request.prompt
+    assert "CRITICAL" in console.getvalue()
+    health = [p for p in iter_file(path) if p.measurement == "health"]
+    assert [p.tags["status"] for p in health] == ["critical"]

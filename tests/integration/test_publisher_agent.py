@@ -1,0 +1,117 @@
+"""The publisher agent on the real broker: confirmed, valid messages in the right queues, and a
+decision fed by the broker's real queue depths whose intervals are clamped and applied."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from agents.core.ai import build_engine
+from agents.core.broker import RabbitBroker, connection_parameters
+from agents.core.clock import FakeClock
+from agents.core.logs import JsonLogger
+from agents.core.metrics import MemorySink, Metrics
+from agents.core.settings import PublisherSettings, load_settings
+from agents.messages import parse_book
+from agents.publisher import Publisher
+from agents.testing import ScriptedClient, publisher_reply
+
+pytestmark = pytest.mark.rabbitmq
+
+
+@pytest.fixture
+def rig(rabbit_env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    settings = load_settings(
+        PublisherSettings,
+        publisher_id="publisher-2",
+        min_publish_interval_seconds=0.5,
+        max_publish_interval_seconds=120,
+    )
+    clock = FakeClock()
+    out = io.StringIO()
+    logger = JsonLogger(settings.agent_id, "publisher", stream=out, clock=clock)
+    sink = MemorySink()
+    metrics = Metrics(sink, settings.agent_id, "publisher")
+    client = ScriptedClient()
+    engine = build_engine(settings, logger, metrics, clock, client=client)
+    broker = RabbitBroker(settings, logger)
+    broker.connect()
+    publisher = Publisher(settings, broker, engine, metrics, logger, clock)
+    yield {
+        "settings": settings,
+        "clock": clock,
+        "out": out,
+        "sink": sink,
+        "client": client,
+        "broker": broker,
+        "publisher": publisher,
+    }
+    broker.close()
+
+
+def queued(settings: PublisherSettings, queue: str) -> list[bytes]:
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        bodies = []
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return bodies
+            bodies.append(body)
+    finally:
+        connection.close()
+
+
+def test_confirmed_messages_land_valid_in_their_queues(rig: dict[str, Any]) -> None:
+    publisher: Publisher = rig["publisher"]
+    clock: FakeClock = rig["clock"]
+    for _ in range(10):  # 10 simulated seconds: fictional at 0,5 and non-fictional at 0
+        publisher.step()
+        clock.advance(1.0)
+    lines = [json.loads(line) for line in rig["out"].getvalue().splitlines()]
+    confirmed = {
+        line["context"]["message_id"]: line["context"]["queue"]
+        for line in lines
+        if line["message"] == "Message published"
+    }
+    assert sorted(confirmed.values()) == ["fictional", "fictional", "non-fictional"]
+    for queue in ("fictional", "non-fictional"):
+        for body in queued(rig["settings"], queue):
+            book = parse_book(body)
+            assert book.genre == queue
+            assert book.publisher_id == "publisher-2"
+            assert confirmed.pop(str(book.message_id)) == queue
+    assert confirmed == {}
+    durations = [p.fields["publish_duration_ms"] for p in rig["sink"].where("publish")]
+    assert len(durations) == 3
+
+
+def test_decision_reads_real_depths_and_clamps_the_new_intervals(rig: dict[str, Any]) -> None:
+    publisher: Publisher = rig["publisher"]
+    client: ScriptedClient = rig["client"]
+    for _ in range(3):
+        publisher.publish_one("fictional")
+    publisher.publish_one("non-fictional")
+    client.script("publisher", publisher_reply("speed_up", 0.01, 5000))
+    publisher.decide()
+    (request,) = client.requests
+    assert "fictional=3, non-fictional=1" in request.prompt
+    assert publisher.intervals == {"fictional": 0.5, "non-fictional": 120.0}
+    depth_points = rig["sink"].where("queue_depth", queue="fictional")
+    assert [p.fields["queue_depth_at_decision"] for p in depth_points] == [3]
+    (decision,) = rig["sink"].where("ai_decision")
+    assert decision.fields["fictional_interval_s"] == 0.5
+    # The new interval is in force: 0.5 s apart from here on.
+    rig["broker"].process_events(0)
+    before = len(rig["sink"].where("publish", queue="fictional"))
+    clock: FakeClock = rig["clock"]
+    for _ in range(4):
+        clock.advance(0.5)
+        publisher.step()
+    assert len(rig["sink"].where("publish", queue="fictional")) - before == 4

@@ -1,0 +1,234 @@
+"""SIGTERM loses nothing: a held batch is processed before exit, prefetched messages go back to
+the queue, and each agent process exits 0 well inside 10 s."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import pika
+import pytest
+
+from agents.consumer import Consumer
+from agents.core.ai import build_engine
+from agents.core.broker import Delivery, RabbitBroker, connection_parameters, declare_topology
+from agents.core.clock import FakeClock
+from agents.core.logs import JsonLogger
+from agents.core.metrics import MemorySink, Metrics
+from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
+from agents.messages import Catalogue
+from agents.runtime import StopFlag, install_signal_handlers
+from agents.testing import ScriptedClient, consumer_reply
+
+pytestmark = pytest.mark.rabbitmq
+
+CATALOGUE = Catalogue.load()
+
+
+def publish(settings: BrokerSettings | ConsumerSettings, n: int) -> list[str]:
+    rng = random.Random(n)
+    now = datetime.now(UTC)
+    ids = []
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        declare_topology(channel)
+        channel.confirm_delivery()
+        for i in range(n):
+            genre = "fictional" if i % 2 else "non-fictional"
+            book = CATALOGUE.make(genre, "publisher-1", rng, now)
+            channel.basic_publish(
+                "books",
+                genre,
+                book.to_json(),
+                pika.BasicProperties(content_type="application/json", delivery_mode=2),
+                mandatory=True,
+            )
+            ids.append(str(book.message_id))
+    finally:
+        connection.close()
+    return ids
+
+
+def remaining(settings: BrokerSettings | ConsumerSettings) -> list[str]:
+    """Ids still queued (read and acked over a separate connection)."""
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    ids = []
+    try:
+        channel = connection.channel()
+        for queue in ("fictional", "non-fictional"):
+            while True:
+                method, _, body = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    break
+                ids.append(json.loads(body)["message_id"])
+    finally:
+        connection.close()
+    return ids
+
+
+def test_sigterm_mid_batch_processes_the_held_batch_before_exit(
+    rabbit_env: dict[str, str],
+) -> None:
+    settings = load_settings(
+        ConsumerSettings,
+        ai_decision_rate=1.0,
+        ai_call_interval_seconds=1,
+        batch_size=100,
+        batch_max_wait_seconds=600,
+    )
+    sent = publish(settings, 10)
+    clock = FakeClock()
+    out = io.StringIO()
+    logger = JsonLogger("consumer-1", "consumer", stream=out, clock=clock)
+    metrics = Metrics(MemorySink(), "consumer-1", "consumer")
+    client = ScriptedClient({"consumer": [consumer_reply("batch")] * 10})
+    engine = build_engine(settings, logger, metrics, clock, client=client)
+    broker = RabbitBroker(settings, logger)
+    broker.connect()
+    consumer = Consumer(settings, broker, engine, metrics, logger, clock)
+    inner = consumer.handle
+
+    def handle(delivery: Delivery) -> None:
+        clock.advance(1.01)  # past the engine's one-call-per-second guard
+        inner(delivery)
+
+    consumer.handle = handle  # type: ignore[method-assign]
+
+    def terminate_when_held() -> None:
+        deadline = time.monotonic() + 10
+        while len(consumer.batch) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stop = StopFlag()
+    restore = install_signal_handlers(stop)
+    killer = threading.Thread(target=terminate_when_held)
+    try:
+        killer.start()
+        started = time.monotonic()
+        consumer.run(stop)
+        elapsed = time.monotonic() - started
+    finally:
+        killer.join()
+        restore()
+        broker.close()
+    assert stop.reason == "SIGTERM"
+    assert elapsed < 10
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    flush = [line for line in lines if line["message"] == "Flushing batch"]
+    assert [line["context"] for line in flush] == [{"size": 10, "trigger": "shutdown"}]
+    consumed = [line["context"] for line in lines if line["message"] == "Message consumed"]
+    assert sorted(c["message_id"] for c in consumed) == sorted(sent)
+    assert {c["action"] for c in consumed} == {"batch"}
+    assert remaining(settings) == []
+
+
+class Lines:
+    """Collects a child's stdout lines on a thread, so a test can wait for one."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.lines: list[dict[str, object]] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self.lines.append(json.loads(raw))
+
+    def messages(self, message: str) -> list[dict[str, object]]:
+        return [line for line in list(self.lines) if line["message"] == message]
+
+    def wait_for(self, message: str, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.messages(message)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} {message!r} lines"
+            time.sleep(0.02)
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
+def spawn(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Lines]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agents", kind],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    return process, Lines(process.stdout)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=15)
+    return code, time.monotonic() - started
+
+
+def test_consumer_process_sigterm_mid_stream_requeues_what_it_did_not_finish(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = load_settings(BrokerSettings)
+    sent = publish(settings, 60)
+    process, out = spawn(
+        "consumer",
+        {
+            "PROCESSING_TIME_MS": "50",
+            "PREFETCH_COUNT": "20",
+            "METRICS_FILE": str(tmp_path / "m.lp"),
+        },
+    )
+    try:
+        out.wait_for("Message consumed", 5)
+        code, took = stop_process(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out.join()
+    assert code == 0
+    assert took < 10
+    consumed = [str(line["context"]["message_id"]) for line in out.messages("Message consumed")]  # type: ignore[index]
+    assert 5 <= len(consumed) < 60
+    assert len(set(consumed)) == len(consumed)
+    left = remaining(settings)
+    assert sorted(consumed + left) == sorted(sent), "every message consumed or back in its queue"
+    assert out.messages("Agent stopped")[0]["context"] == {"reason": "SIGTERM", "exit_code": 0}
+
+
+def test_publisher_process_sigterm_every_confirmed_message_is_queued(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = load_settings(BrokerSettings)
+    process, out = spawn(
+        "publisher",
+        {
+            "FICTIONAL_INTERVAL_SECONDS": "0.05",
+            "NONFICTIONAL_INTERVAL_SECONDS": "0.1",
+            "MIN_PUBLISH_INTERVAL_SECONDS": "0.05",
+            "METRICS_FILE": str(tmp_path / "m.lp"),
+        },
+    )
+    try:
+        out.wait_for("Message published", 10)
+        code, took = stop_process(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out.join()
+    assert code == 0
+    assert took < 10
+    confirmed = [str(line["context"]["message_id"]) for line in out.messages("Message published")]  # type: ignore[index]
+    assert sorted(remaining(settings)) == sorted(confirmed)
+    (start,) = out.messages("Agent starting: publisher-1 (publisher), AI mode dry-run")
+    assert {"mode", "cost_limits", "metrics_destination"} <= set(start["context"])  # type: ignore[arg-type]
