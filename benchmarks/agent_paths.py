@@ -1,0 +1,172 @@
+"""The agents' own per-message paths, run in-process against the real RabbitMQ.
+
+The consumer agent is built exactly as `agents consumer` builds it (RabbitBroker, AI engine in
+dry-run, the JSON logger, the embedded line-protocol FileSink: what `agents run` uses without
+InfluxDB), except that its log lines go to a file instead of stdout. The only addition is a thin
+wrapper around `Consumer.handle` that notes when the N-th message has been handled, so the clock
+stops at the last ack exactly as it does for the raw clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from agents.core.ai import build_engine
+from agents.core.broker import RabbitBroker
+from agents.core.clock import SystemClock
+from agents.core.logs import JsonLogger, Level, Redactor
+from agents.core.metrics import FileSink, Metrics
+from agents.core.settings import CommonSettings, ConsumerSettings, PublisherSettings, load_settings
+from benchmarks import rabbit
+
+
+@dataclass
+class Built:
+    settings: CommonSettings
+    logger: JsonLogger
+    metrics: Metrics
+    broker: RabbitBroker
+    engine: Any
+    stream: IO[str]
+
+    def close(self) -> None:
+        self.broker.close()
+        self.metrics.close()
+        self.stream.close()
+
+
+def _common(vhost: str, workdir: Path, name: str) -> dict[str, Any]:
+    return {
+        "rabbitmq_host": rabbit.HOST,
+        "rabbitmq_port": rabbit.PORT,
+        "rabbitmq_user": rabbit.USER,
+        "rabbitmq_pass": rabbit.PASSWORD,
+        "rabbitmq_vhost": vhost,
+        "dry_run": True,
+        "influxdb_url": None,
+        "metrics_file": workdir / f"{name}.lp",
+    }
+
+
+@contextlib.contextmanager
+def _wired(settings: CommonSettings, workdir: Path) -> Iterator[Built]:
+    """What `agents.runtime.wire` does, with the log stream pointed at a file."""
+    clock = SystemClock()
+    stream = (workdir / f"{settings.agent_id}.log").open("a", encoding="utf-8")
+    logger = JsonLogger(
+        settings.agent_id,
+        settings.agent_type,
+        stream=stream,
+        clock=clock,
+        redactor=Redactor(settings.secrets()),
+        min_level=Level(settings.log_level),
+    )
+    metrics = Metrics(
+        FileSink(settings.metrics_file, logger), settings.agent_id, settings.agent_type
+    )
+    broker = RabbitBroker(settings, logger, clock=clock)
+    engine = build_engine(settings, logger, metrics, clock)
+    built = Built(settings, logger, metrics, broker, engine, stream)
+    try:
+        broker.connect()
+        yield built
+    finally:
+        built.close()
+
+
+def consumer_settings(vhost: str, workdir: Path, prefetch: int) -> ConsumerSettings:
+    return load_settings(
+        ConsumerSettings,
+        consumer_id="consumer-1",
+        prefetch_count=prefetch,
+        processing_time_ms=0.0,
+        **_common(vhost, workdir, "consumer-1"),
+    )
+
+
+def consumer_agent(
+    vhost: str,
+    expected: int,
+    prefetch: int,
+    workdir: Path,
+    timeout: float = 120.0,
+    around: Callable[[Callable[[], None]], None] | None = None,
+) -> float:
+    """Messages/s of the consumer agent's handling path draining `expected` messages."""
+    from agents.consumer import Consumer
+
+    settings = consumer_settings(vhost, workdir, prefetch)
+    with _wired(settings, workdir) as built:
+        consumer = Consumer(
+            settings, built.broker, built.engine, built.metrics, built.logger, SystemClock()
+        )
+        finished: list[float] = []
+
+        def handle(delivery: Any) -> None:
+            consumer.handle(delivery)
+            if consumer.stats.consumed >= expected and not finished:
+                finished.append(time.perf_counter())
+
+        def drain() -> None:
+            started = time.perf_counter()
+            # `Consumer.start()` registers `consumer.handle`; this registers the timing wrapper
+            # around it with the same queues and prefetch.
+            built.broker.consume(settings.queues, handle, settings.prefetch_count)
+            deadline = started + timeout
+            while not finished:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"consumer agent got {consumer.stats.consumed}/{expected}")
+                built.broker.process_events(0.02)
+                consumer.step()
+            elapsed.append(finished[0] - started)
+
+        elapsed: list[float] = []
+        if around is None:
+            drain()
+        else:
+            around(drain)
+        if consumer.stats.consumed != expected:
+            raise AssertionError(f"consumer agent handled {consumer.stats.consumed} != {expected}")
+    return expected / elapsed[0]
+
+
+def publisher_settings(vhost: str, workdir: Path) -> PublisherSettings:
+    return load_settings(
+        PublisherSettings, publisher_id="publisher-1", **_common(vhost, workdir, "publisher-1")
+    )
+
+
+def publisher_agent(
+    vhost: str,
+    count: int,
+    workdir: Path,
+    around: Callable[[Callable[[], None]], None] | None = None,
+) -> float:
+    """Messages/s of the publisher agent's publish path (build, confirm, log, metric)."""
+    from agents.messages import GENRES
+    from agents.publisher import Publisher
+
+    settings = publisher_settings(vhost, workdir)
+    with _wired(settings, workdir) as built:
+        publisher = Publisher(
+            settings, built.broker, built.engine, built.metrics, built.logger, SystemClock()
+        )
+        elapsed: list[float] = []
+
+        def publish_all() -> None:
+            started = time.perf_counter()
+            for i in range(count):
+                if publisher.publish_one(GENRES[i % 2]) is None:
+                    raise AssertionError("publisher agent failed to publish")
+            elapsed.append(time.perf_counter() - started)
+
+        if around is None:
+            publish_all()
+        else:
+            around(publish_all)
+    return count / elapsed[0]
