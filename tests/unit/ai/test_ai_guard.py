@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import pytest
 from hypothesis import settings as hsettings
@@ -206,17 +207,30 @@ GuardMachine.TestCase.settings = hsettings(max_examples=60, stateful_step_count=
 TestGuardMachine = GuardMachine.TestCase
 
 
+class YieldingGuard(CostGuard):
+    """Hands the GIL to another thread between the cap check and the reservation, so a missing
+    lock shows up as an overshoot instead of hiding behind the interpreter's scheduling."""
+
+    def _sum_usd(self, now: float, window: float) -> float:
+        time.sleep(0.0001)
+        return super()._sum_usd(now, window)
+
+    def _sum_tokens(self, now: float, window: float) -> int:
+        time.sleep(0.0001)
+        return super()._sum_tokens(now, window)
+
+
 def test_concurrent_callers_cannot_overshoot_the_cap() -> None:
     clock = FakeClock()
     # $0.0075 per call at worst, cap $0.10: at most 13 calls may be admitted, whoever races.
-    guard = CostGuard(limits(max_usd_per_10min=0.10, max_usd_per_hour=1.0), clock)
+    guard = YieldingGuard(limits(max_usd_per_10min=0.10, max_usd_per_hour=1.0), clock)
     admitted: list[float] = []
     lock = threading.Lock()
     start = threading.Barrier(16)
 
     def hammer() -> None:
         start.wait()
-        for _ in range(200):
+        for _ in range(20):
             try:
                 reservation = guard.reserve(1000, SONNET)
             except Refused:
@@ -235,7 +249,7 @@ def test_concurrent_callers_cannot_overshoot_the_cap() -> None:
 
 
 def test_concurrent_callers_get_one_call_per_interval() -> None:
-    guard = CostGuard(limits(min_interval_s=60), FakeClock())
+    guard = YieldingGuard(limits(min_interval_s=60), FakeClock())
     wins: list[int] = []
     start = threading.Barrier(32)
 
