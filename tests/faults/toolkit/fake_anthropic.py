@@ -107,8 +107,14 @@ def _prompt_of(body: Any) -> str:
 
 class FakeAnthropic:
     def __init__(
-        self, script: Sequence[str] = ("ok",), *, retry_after: float = 1.0, hang: float = 60.0
+        self,
+        script: Sequence[str] = ("ok",),
+        *,
+        retry_after: float = 1.0,
+        hang: float = 60.0,
+        consumer_action: str = "process",
     ) -> None:
+        self.consumer_action = consumer_action
         unknown = set(script) - set(BEHAVIOURS)
         if unknown:
             raise ValueError(f"unknown behaviours {sorted(unknown)}")
@@ -227,7 +233,10 @@ class FakeAnthropic:
             return
         usage = {"input_tokens": 60, "output_tokens": 25}
         if behaviour == "ok":
-            text = json.dumps(_valid_decision(prompt))
+            decision = _valid_decision(prompt)
+            if "action" in decision and "Message received" in prompt:
+                decision["action"] = self.consumer_action
+            text = json.dumps(decision)
         elif behaviour == "out_of_range":
             text = json.dumps(_absurd_decision(prompt))
         elif behaviour == "huge_usage":

@@ -49,10 +49,22 @@ def vhost_connections(vhost: str) -> list[dict[str, Any]]:
     return result
 
 
+INSPECTOR_NAME = "fault-inspector"
+
+
+def agent_connections(vhost: str) -> list[dict[str, Any]]:
+    """Connections of `vhost` that belong to agents (not the test's own inspector)."""
+    return [
+        c
+        for c in vhost_connections(vhost)
+        if (c.get("client_properties") or {}).get("connection_name") != INSPECTOR_NAME
+    ]
+
+
 def close_connections(vhost: str, reason: str = "fault injection") -> int:
-    """Force-close every client connection of `vhost` (never another test's). Returns how many."""
+    """Force-close every agent connection of `vhost` (never another test's). Returns how many."""
     closed = 0
-    for connection in vhost_connections(vhost):
+    for connection in agent_connections(vhost):
         with contextlib.suppress(urllib.error.HTTPError):  # already gone
             management(
                 "DELETE", f"/api/connections/{_q(connection['name'])}", headers={"X-Reason": reason}
@@ -104,7 +116,7 @@ class QueueInspector:
                 port=PORT,
                 virtual_host=self.vhost,
                 credentials=pika.PlainCredentials(*ADMIN),
-                client_properties={"connection_name": "fault-inspector"},
+                client_properties={"connection_name": INSPECTOR_NAME},
             )
             self._connection = pika.BlockingConnection(params)
             self._channel = None
@@ -121,8 +133,16 @@ class QueueInspector:
         return int(self.channel().queue_declare(queue, passive=True).method.consumer_count)
 
     def unacked(self, queue: str) -> int:
-        info = management("GET", f"/api/queues/{_q(self.vhost)}/{_q(queue)}")
-        return int(info.get("messages_unacknowledged", 0))
+        return int(self.queue_info(queue).get("messages_unacknowledged", 0))
+
+    def queue_info(self, queue: str) -> dict[str, Any]:
+        """Management statistics of a queue (refreshed by the broker every few seconds)."""
+        info: dict[str, Any] = management("GET", f"/api/queues/{_q(self.vhost)}/{_q(queue)}")
+        return info
+
+    def redelivered(self, queue: str) -> int:
+        stats = self.queue_info(queue).get("message_stats") or {}
+        return int(stats.get("redeliver", 0))
 
     def publish_raw(
         self,

@@ -1,0 +1,114 @@
+"""Scenarios 1 and 3 (and their long variants 2 and 8 live in test_long_faults.py): the real
+agents as processes on a test vhost, faults injected, every confirmed message accounted for."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import FaultReport
+from .toolkit.fake_anthropic import FakeAnthropic
+from .toolkit.procs import Fleet
+from .toolkit.rabbit import QueueInspector, agent_connections, close_connections
+from .toolkit.scenario import assert_no_loss, consumed_count, run_fleet_scenario
+from .toolkit.waiting import wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
+
+
+def reconnected_count(running: Fleet) -> int:
+    return sum(len(p.messages("RabbitMQ reconnected")) for p in running.procs.values())
+
+
+def test_connection_loss_several_times(
+    vhost: str, tmp_path: Path, inspector: QueueInspector, fault_report: FaultReport
+) -> None:
+    """Scenario 1: every agent connection of the vhost is force-closed three times mid-run."""
+    agents = 4
+
+    def inject(running: Fleet) -> list[float]:
+        times = []
+        for round_ in range(1, 4):
+            wait_until(lambda: len(agent_connections(vhost)) >= agents, 20, "all agents connected")
+            times.append(time.time())
+            assert close_connections(vhost, f"fault injection round {round_}") >= agents
+            wait_until(
+                lambda r=round_: reconnected_count(running) >= agents * r,  # type: ignore[misc]
+                30,
+                f"every agent reconnected after round {round_}",
+            )
+            seen = consumed_count(running)
+            wait_until(lambda s=seen: consumed_count(running) > s + 10, 20, "traffic again")  # type: ignore[misc]
+        return times
+
+    outcome = run_fleet_scenario("connection_loss", vhost, tmp_path, inspector, inject)
+    fault_report.add(outcome.summary)
+    assert_no_loss(outcome)
+    for process in outcome.fleet.procs.values():
+        lost = process.messages("RabbitMQ connection lost")
+        assert len(lost) >= 3 and all(line["level"] == "ERROR" for line in lost), process.name
+        assert not process.messages("Agent crashed")
+    assert all(code == 0 for code in outcome.exit_codes.values())
+
+
+def test_consumer_sigkill_mid_batch(
+    vhost: str, tmp_path: Path, inspector: QueueInspector, fault_report: FaultReport
+) -> None:
+    """Scenario 3: consumer-1 holds a batch and a full prefetch of unacked messages when it is
+    SIGKILLed; the broker hands them to consumer-2, and nothing is lost."""
+    with FakeAnthropic(["ok"], consumer_action="batch") as claude:
+        killed: dict[str, float] = {}
+
+        def inject(running: Fleet) -> list[float]:
+            victim = running.procs["consumer-1"]
+            # Wait until it is holding a batch (unacked until flushed), then kill it.
+            victim.wait_for_line(
+                lambda line: (
+                    line.get("level") == "AI_DECISION"
+                    and line["context"].get("ai_action") == "batch"
+                ),
+                what="a message held for batching",
+            )
+            before = inspector.redelivered("fictional") + inspector.redelivered("non-fictional")
+            killed["at"] = time.time()
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+            killed["redelivered_before"] = before
+            return [killed["at"]]
+
+        outcome = run_fleet_scenario(
+            "consumer_sigkill",
+            vhost,
+            tmp_path,
+            inspector,
+            inject,
+            env={"PROCESSING_TIME_MS": "15", "PREFETCH_COUNT": "20"},
+            per_agent_env={
+                "consumer-1": {
+                    "DRY_RUN": "false",
+                    "ANTHROPIC_API_KEY": "sk-ant-fake-sigkill",
+                    "ANTHROPIC_BASE_URL": claude.url,
+                    "AI_DECISION_RATE": "1",
+                    "AI_CALL_INTERVAL_SECONDS": "1",
+                    "BATCH_MAX_WAIT_SECONDS": "30",
+                }
+            },
+        )
+    fault_report.add(outcome.summary)
+    assert_no_loss(outcome)
+    assert outcome.fleet.procs["consumer-1"].proc.returncode == -signal.SIGKILL
+    # The broker redelivered what consumer-1 held (statistics refresh every few seconds).
+    wait_until(
+        lambda: (
+            inspector.redelivered("fictional") + inspector.redelivered("non-fictional")
+            > killed["redelivered_before"]
+        ),
+        15,
+        "redeliveries counted by the broker",
+    )
+    survivor = outcome.fleet.procs["consumer-2"]
+    assert survivor.messages("Message consumed")
+    assert outcome.exit_codes["consumer-2"] == 0
