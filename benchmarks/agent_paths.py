@@ -10,6 +10,7 @@ stops at the last ack exactly as it does for the raw clients.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from agents.core.ai import build_engine
 from agents.core.broker import RabbitBroker
 from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Level, Redactor
-from agents.core.metrics import FileSink, Metrics
+from agents.core.metrics import FileSink, MemorySink, Metrics, MetricsSink
 from agents.core.settings import CommonSettings, ConsumerSettings, PublisherSettings, load_settings
 from benchmarks import rabbit
 
@@ -54,10 +55,12 @@ def _common(vhost: str, workdir: Path, name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _wired(settings: CommonSettings, workdir: Path) -> Iterator[Built]:
-    """What `agents.runtime.wire` does, with the log stream pointed at a file."""
+def _wired(settings: CommonSettings, workdir: Path, files: bool = True) -> Iterator[Built]:
+    """What `agents.runtime.wire` does, with the log stream pointed at a file. `files=False` is
+    a diagnostic variant: logs to /dev/null and metrics kept in memory, so no disk writes."""
     clock = SystemClock()
-    stream = (workdir / f"{settings.agent_id}.log").open("a", encoding="utf-8")
+    log_path = workdir / f"{settings.agent_id}.log" if files else Path(os.devnull)
+    stream = log_path.open("a", encoding="utf-8")
     logger = JsonLogger(
         settings.agent_id,
         settings.agent_type,
@@ -66,9 +69,8 @@ def _wired(settings: CommonSettings, workdir: Path) -> Iterator[Built]:
         redactor=Redactor(settings.secrets()),
         min_level=Level(settings.log_level),
     )
-    metrics = Metrics(
-        FileSink(settings.metrics_file, logger), settings.agent_id, settings.agent_type
-    )
+    sink: MetricsSink = FileSink(settings.metrics_file, logger) if files else MemorySink()
+    metrics = Metrics(sink, settings.agent_id, settings.agent_type)
     broker = RabbitBroker(settings, logger, clock=clock)
     engine = build_engine(settings, logger, metrics, clock)
     built = Built(settings, logger, metrics, broker, engine, stream)
@@ -146,13 +148,14 @@ def publisher_agent(
     count: int,
     workdir: Path,
     around: Callable[[Callable[[], None]], None] | None = None,
+    files: bool = True,
 ) -> float:
     """Messages/s of the publisher agent's publish path (build, confirm, log, metric)."""
     from agents.messages import GENRES
     from agents.publisher import Publisher
 
     settings = publisher_settings(vhost, workdir)
-    with _wired(settings, workdir) as built:
+    with _wired(settings, workdir, files) as built:
         publisher = Publisher(
             settings, built.broker, built.engine, built.metrics, built.logger, SystemClock()
         )
