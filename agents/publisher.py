@@ -4,6 +4,7 @@ State is two intervals (fictional, non-fictional). Every DECISION_INTERVAL_SECON
 reads the queue depths (InfluxDB or the metrics file, falling back to the broker when those have
 nothing recent), asks the engine, and applies the intervals it answers, clamped again here to
 [MIN_PUBLISH_INTERVAL_SECONDS, MAX_PUBLISH_INTERVAL_SECONDS] because the model is not trusted.
+An answer whose action is "continue" leaves the intervals as they are.
 A message counts as published only once the broker has confirmed it.
 """
 
@@ -129,10 +130,13 @@ class Publisher:
         )
         self.decisions += 1
         before = dict(self.intervals)
-        self.intervals = {
-            "fictional": self._clamp(decision.fictional_interval),
-            "non-fictional": self._clamp(decision.nonfictional_interval),
-        }
+        if decision.action != "continue":
+            # "continue" means keep going as we are: intervals that come with it are ignored, so
+            # a reply cannot say "no change" and change the rate at the same time.
+            self.intervals = {
+                "fictional": self._clamp(decision.fictional_interval),
+                "non-fictional": self._clamp(decision.nonfictional_interval),
+            }
         if self.intervals != before:
             now = self.clock.monotonic()
             for genre in GENRES:

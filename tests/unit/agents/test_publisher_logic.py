@@ -157,3 +157,13 @@ def test_depths_fall_back_to_the_broker(
     rig, publisher = publisher_for(make_rig, reader=reader)
     rig.broker.depths = {"fictional": 4, "non-fictional": 5}
     assert publisher.queue_depths() == ({"fictional": 4, "non-fictional": 5}, "broker")
+
+
+def test_continue_keeps_the_intervals_whatever_numbers_come_with_it(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, publisher = publisher_for(make_rig)
+    rig.client.script("publisher", publisher_reply("continue", 30.0, 60.0))
+    publisher.decide()
+    assert publisher.intervals == {"fictional": 5.0, "non-fictional": 10.0}
+    assert not rig.lines("Publishing intervals changed")

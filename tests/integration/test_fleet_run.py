@@ -1,0 +1,181 @@
+"""`agents run`: the whole fleet as child processes against the real broker, with the AI in
+replay mode (the recorded cassettes through the real SDK). Afterwards every message a publisher
+got a confirm for is accounted for, and the merged log stream has the specified shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+
+from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES, connection_parameters
+from agents.core.logs import REQUIRED_KEYS
+from agents.core.settings import BrokerSettings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DURATION_S = 40
+
+FAST = {
+    # Everything the spec does per minute, done every few seconds, so 40 s covers it all.
+    "FICTIONAL_INTERVAL_SECONDS": "0.2",
+    "NONFICTIONAL_INTERVAL_SECONDS": "0.4",
+    "MIN_PUBLISH_INTERVAL_SECONDS": "0.1",
+    "DECISION_INTERVAL_SECONDS": "5",
+    "AI_DECISION_RATE": "0.3",
+    "AI_CALL_INTERVAL_SECONDS": "1",
+    "BATCH_MAX_WAIT_SECONDS": "1",
+    "CHECK_INTERVAL_SECONDS": "10",
+    "QUEUE_SAMPLE_INTERVAL_SECONDS": "1",
+}
+
+
+def queued(settings: BrokerSettings, queue: str) -> list[bytes]:
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        bodies = []
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return bodies
+            bodies.append(body)
+    finally:
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_rabbitmq_is_one_line_with_how_to_start_one(tmp_path: Path) -> None:
+    env = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "agents", "run", "--duration", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "not reachable at 127.0.0.1" in lines[0]
+    assert "rabbitmq-server -detached" in lines[0]
+    assert "docker compose up" in lines[0]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    log_file = tmp_path / "fleet.jsonl"
+    env = {
+        **os.environ,
+        **FAST,
+        "METRICS_FILE": str(tmp_path / "metrics.lp"),
+        "CASSETTES_DIR": str(ROOT / "cassettes"),
+    }
+    env.pop("DRY_RUN", None)  # replay: no API key, the repository's cassettes
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "run",
+            "--duration",
+            str(DURATION_S),
+            "--log-file",
+            str(log_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DURATION_S + 60,
+        cwd=tmp_path,
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines: list[dict[str, Any]] = [json.loads(line) for line in log_file.read_text().splitlines()]
+    for line in lines:
+        assert tuple(line) == REQUIRED_KEYS
+
+    def having(message: str, level: str | None = None) -> list[dict[str, Any]]:
+        return [
+            line
+            for line in lines
+            if line["message"] == message and (level is None or line["level"] == level)
+        ]
+
+    starts = [line for line in lines if line["message"].startswith("Agent starting")]
+    assert sorted(line["agent_id"] for line in starts) == [
+        "consumer-1",
+        "consumer-2",
+        "monitor-1",
+        "publisher-1",
+        "publisher-2",
+    ]
+    assert {line["context"]["mode"] for line in starts} == {"replay"}
+    stopped = having("Agent stopped")
+    assert len(stopped) == 5
+    assert {line["context"]["exit_code"] for line in stopped} == {0}
+
+    # --- zero lost ------------------------------------------------------------------------
+    settings = load_settings(BrokerSettings)
+    confirmed = Counter(line["context"]["message_id"] for line in having("Message published"))
+    consumed = Counter(line["context"]["message_id"] for line in having("Message consumed"))
+    flagged = {json.loads(body)["message_id"] for body in queued(settings, ANOMALY_QUEUE)}
+    dead = {json.loads(body)["message_id"] for body in queued(settings, DEAD_LETTER_QUEUE)}
+    left = {json.loads(body)["message_id"] for q in QUEUES for body in queued(settings, q)}
+    # Start-up (importing the SDK, loading cassettes) takes 5-20 s of the 40 on a busy 2-core box.
+    assert len(confirmed) >= 50, f"only {len(confirmed)} messages published"
+    assert max(confirmed.values()) == 1
+    lost = set(confirmed) - set(consumed) - flagged - dead - left
+    assert lost == set()
+    assert left == set(), "the fleet drains the queues before stopping the consumers"
+    duplicates = sum(count - 1 for count in consumed.values())
+    actions = Counter(line["context"]["action"] for line in having("Message consumed"))
+    print(
+        f"fleet: published={len(confirmed)} consumed={len(consumed)} flagged={len(flagged)} "
+        f"dead_lettered={len(dead)} lost={len(lost)} duplicates={duplicates} "
+        f"actions={dict(actions)} wall={took:.1f}s"
+    )
+
+    # --- the AI lines ----------------------------------------------------------------------
+    decisions = having("AI decision", "AI_DECISION")
+    by_type = Counter(line["agent_type"] for line in decisions)
+    assert by_type["publisher"] >= 4  # every 5 s from each of two publishers
+    assert by_type["consumer"] >= 5
+    for line in decisions:
+        assert {"ai_action", "reasoning", "tokens_used", "decision_latency_ms"} <= set(
+            line["context"]
+        )
+    publisher_decision = next(d for d in decisions if d["agent_type"] == "publisher")
+    assert {"fictional_interval", "nonfictional_interval"} <= set(publisher_decision["context"])
+    assert any(d["context"]["tokens_used"] > 0 for d in decisions), "replayed usage is counted"
+    analyses = having("System health check", "AI_ANALYSIS")
+    assert len(analyses) >= 2
+    for line in analyses:
+        assert line["agent_id"] == "monitor-1"
+        assert line["context"]["status"] in ("healthy", "warning", "critical")
+        assert isinstance(line["context"]["issues"], list)
+        assert isinstance(line["context"]["suggestions"], list)
+
+    # --- the metrics file the monitor and publishers read ------------------------------------
+    text = (tmp_path / "metrics.lp").read_text()
+    for measurement in ("publish", "consume", "ai_decision", "queue_depth", "health"):
+        assert f"\n{measurement}," in "\n" + text
