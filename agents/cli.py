@@ -88,24 +88,33 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     config = add("config", _config, "print the resolved settings of an agent, secrets masked")
-    config.add_argument("agent_type", choices=sorted(SETTINGS_BY_TYPE), nargs="?",
-                        default="publisher")
+    config.add_argument(
+        "agent_type", choices=sorted(SETTINGS_BY_TYPE), nargs="?", default="publisher"
+    )
 
     setup = sub.add_parser("setup", help="create infrastructure (idempotent)")
     setup_sub = setup.add_subparsers(dest="target", required=True, metavar="TARGET")
     rabbit = setup_sub.add_parser("rabbitmq", help="declare exchanges, queues and bindings")
-    rabbit.add_argument("--attempts", type=int, default=30,
-                        help="connection attempts before giving up (default 30)")
+    rabbit.add_argument(
+        "--attempts", type=int, default=30, help="connection attempts before giving up (default 30)"
+    )
     rabbit.set_defaults(handler=_setup_rabbitmq)
 
     add("publisher", _publisher, "run a publisher agent (PUBLISHER_ID)")
     add("consumer", _consumer, "run a consumer agent (CONSUMER_ID)")
     add("monitor", _monitor, "run the monitor agent (AGENT_ID)")
-    fleet = add("run", _run_fleet,
-                "run the whole fleet (2 publishers, 2 consumers, 1 monitor) as child processes")
+    fleet = add(
+        "run",
+        _run_fleet,
+        "run the whole fleet (2 publishers, 2 consumers, 1 monitor) as child processes",
+    )
     fleet.add_argument("--log-file", default=None, help="write the merged JSON logs here")
-    fleet.add_argument("--duration", type=float, default=None,
-                       help="stop after this many seconds (default: run until Ctrl-C)")
+    fleet.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
 
     cost = sub.add_parser("cost", help="cost plan (worst case) and report (actual spend)")
     cost_sub = cost.add_subparsers(dest="cost_command", required=True, metavar="WHAT")
