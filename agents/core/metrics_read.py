@@ -128,7 +128,37 @@ def iter_file(path: Path) -> Iterator[ParsedPoint]:
                 continue
 
 
-class FileMetricsReader:
+class _Aggregating:
+    """The three public questions, answered by one `_aggregate` per store."""
+
+    def _aggregate(
+        self,
+        how: Aggregate,
+        measurement: str,
+        field: str,
+        since: datetime,
+        group_by: str | None,
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def sum_field(
+        self, measurement: str, field: str, since: datetime, group_by: str | None = None
+    ) -> dict[str, float]:
+        return self._aggregate("sum", measurement, field, since, group_by)
+
+    def last_field(
+        self, measurement: str, field: str, since: datetime, group_by: str | None = None
+    ) -> dict[str, float]:
+        return self._aggregate("last", measurement, field, since, group_by)
+
+    def count(
+        self, measurement: str, field: str, since: datetime, group_by: str | None = None
+    ) -> dict[str, int]:
+        found = self._aggregate("count", measurement, field, since, group_by)
+        return {key: int(value) for key, value in found.items()}
+
+
+class FileMetricsReader(_Aggregating):
     """Answers from the embedded line-protocol file (INFLUXDB_URL unset)."""
 
     def __init__(self, path: Path) -> None:
@@ -160,22 +190,6 @@ class FileMetricsReader:
                 latest[key] = point.time_ns
                 totals[key] = float(value)
         return dict(totals)
-
-    def sum_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]:
-        return self._aggregate("sum", measurement, field, since, group_by)
-
-    def last_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]:
-        return self._aggregate("last", measurement, field, since, group_by)
-
-    def count(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, int]:
-        found = self._aggregate("count", measurement, field, since, group_by)
-        return {key: int(value) for key, value in found.items()}
 
 
 # --- InfluxDB ---------------------------------------------------------------------------------
@@ -210,7 +224,7 @@ def flux_query(
     )
 
 
-class InfluxMetricsReader:
+class InfluxMetricsReader(_Aggregating):
     """Answers with Flux queries through influxdb-client's query API."""
 
     def __init__(self, url: str, token: str, org: str, bucket: str, timeout_ms: int = 5_000):
@@ -220,7 +234,7 @@ class InfluxMetricsReader:
         self._org = org
         self._client = InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
 
-    def _query(
+    def _aggregate(
         self,
         how: Aggregate,
         measurement: str,
@@ -243,22 +257,6 @@ class InfluxMetricsReader:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     result[key] = result.get(key, 0.0) + float(value)
         return result
-
-    def sum_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]:
-        return self._query("sum", measurement, field, since, group_by)
-
-    def last_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]:
-        return self._query("last", measurement, field, since, group_by)
-
-    def count(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, int]:
-        found = self._query("count", measurement, field, since, group_by)
-        return {key: int(value) for key, value in found.items()}
 
     def close(self) -> None:
         self._client.close()
