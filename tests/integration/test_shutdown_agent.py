@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -232,3 +233,28 @@ def test_publisher_process_sigterm_every_confirmed_message_is_queued(
     assert sorted(remaining(settings)) == sorted(confirmed)
     (start,) = out.messages("Agent starting: publisher-1 (publisher), AI mode dry-run")
     assert {"mode", "cost_limits", "metrics_destination"} <= set(start["context"])  # type: ignore[arg-type]
+
+
+def test_sigterm_while_the_broker_is_unreachable_still_exits_promptly(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process, out = spawn(
+        "consumer",
+        {
+            "RABBITMQ_HOST": "127.0.0.1",
+            "RABBITMQ_PORT": str(port),
+            "DRY_RUN": "true",
+            "METRICS_FILE": str(tmp_path / "m.lp"),
+        },
+    )
+    try:
+        out.wait_for("RabbitMQ connection attempt failed", 1)  # now in its backoff loop
+        code, took = stop_process(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out.join()
+    assert code == 0
+    assert took < 5
+    assert out.messages("Agent stopped")[0]["context"]["reason"] == "SIGTERM"  # type: ignore[index]
