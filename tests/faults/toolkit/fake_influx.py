@@ -7,7 +7,9 @@ written while up are kept, so a test can see writes resume after recovery.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,9 +54,23 @@ class FakeInflux:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:  # /health, /ping
+                if self._refused():
+                    return
                 self._reply(200, b'{"status":"pass"}')
 
+            def _refused(self) -> bool:
+                # Closing the listener is not enough: keep-alive connections would still be
+                # served. Drop those too, as a restarted InfluxDB would.
+                if fake.mode != "refuse":
+                    return False
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return True
+
             def do_POST(self) -> None:
+                if self._refused():
+                    return
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 if self.headers.get("content-encoding") == "gzip":

@@ -152,6 +152,9 @@ class Fleet:
     def consumers(self) -> list[AgentProcess]:
         return [p for p in self.procs.values() if p.args[0] == "consumer"]
 
+    def monitors(self) -> list[AgentProcess]:
+        return [p for p in self.procs.values() if p.args[0] == "monitor"]
+
     def stop_all(self) -> None:
         for process in self.procs.values():
             with contextlib.suppress(AssertionError):

@@ -59,6 +59,7 @@ def run_fleet_scenario(
     per_agent_env: Mapping[str, Mapping[str, str]] | None = None,
     after_fault_seconds: float = 2.0,
     drain_timeout: float = 60.0,
+    monitor: Mapping[str, str] | None = None,
 ) -> Outcome:
     base = agent_env(vhost, workdir, **dict(env or {}))
     extra = per_agent_env or {}
@@ -71,6 +72,8 @@ def run_fleet_scenario(
             running.start(
                 pname, "publisher", **{**publisher_env(i, interval), **extra.get(pname, {})}
             )
+        if monitor is not None:
+            running.start("monitor-1", "monitor", **dict(monitor))
         for process in running.procs.values():
             process.wait_connected()
         wait_until(lambda: consumed_count(running) >= 20, 30, "traffic before the faults")
@@ -86,7 +89,7 @@ def run_fleet_scenario(
             assert process.stop() == 0, f"{process.name} exited badly: {process.stderr()[-500:]}"
         wait_until(lambda: settled(inspector), drain_timeout, "the consumers drained the queues")
         codes: dict[str, int | None] = {}
-        for process in running.consumers():
+        for process in [*running.consumers(), *running.monitors()]:
             codes[process.name] = process.stop() if process.proc.poll() is None else None
         ledger = Ledger().read_logs(running.log_files()).read_queues(inspector)
         recover = [ledger.recovery_seconds(t) for t in fault_times]
