@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from pathlib import Path
@@ -108,6 +109,8 @@ def ai_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # The worst a call can cost: input bound plus MAX_TOKENS, at the dearest listed price.
 MAX_COST_PER_CALL = 0.01
+# The publishers' clamp in this scenario: an absurd interval from a reply lands here at worst.
+MAX_INTERVAL = 2.0
 
 
 def test_claude_api_faults(
@@ -119,7 +122,7 @@ def test_claude_api_faults(
         "DRY_RUN": "false",
         "ANTHROPIC_API_KEY": "sk-ant-fake-faults",
         "AI_TIMEOUT_SECONDS": "1",
-        "AI_MAX_RETRIES": "1",
+        "AI_MAX_RETRIES": "0",  # each 429/5xx must surface as a fallback
         "MAX_TOKENS_PER_HOUR": "20000",
         "MAX_COST_PER_10MIN_USD": "0.02",
     }
@@ -163,7 +166,13 @@ def test_claude_api_faults(
             interval=0.2,
             env=ai_env,
             per_agent_env={
-                **{f"publisher-{i}": {"DECISION_INTERVAL_SECONDS": "1"} for i in (1, 2)},
+                **{
+                    f"publisher-{i}": {
+                        "DECISION_INTERVAL_SECONDS": "1",
+                        "MAX_PUBLISH_INTERVAL_SECONDS": str(MAX_INTERVAL),
+                    }
+                    for i in (1, 2)
+                },
                 **{
                     f"consumer-{i}": {"AI_DECISION_RATE": "1", "AI_CALL_INTERVAL_SECONDS": "1"}
                     for i in (1, 2)
@@ -192,25 +201,25 @@ def test_claude_api_faults(
             # Nothing the endpoint said about tokens is charged beyond the call's reservation.
             assert int(context.get("tokens_used", 0)) <= 10_000, context
         assert not process.messages("Agent crashed")
-        called = [
-            d["context"] for d in decisions if d["context"].get("ai_fallback") != "rate_limited"
-        ]
-        assert any(c.get("ai_fallback") for c in called), f"{process.name} never met a fault"
         for line in process.messages("Publishing intervals changed"):
             for key in ("fictional_interval", "nonfictional_interval"):
-                assert 0.01 <= line["context"][key] <= 300, line
+                assert 0.01 <= line["context"][key] <= MAX_INTERVAL, line
     # The guard's budget survived: failed and absurd calls did not eat it.
     assert not {r for r in fallbacks if "spend_cap" in r or "token_budget" in r}, fallbacks
     assert "api_timeout" in fallbacks, fallbacks
     assert {r for r in fallbacks if r.startswith("api_") and r != "api_timeout"}, fallbacks
     assert {"invalid_reply", "invalid_response"} & set(fallbacks), fallbacks
-    # Cadence: each publisher kept publishing at (roughly) its configured rate throughout.
+    # Cadence: whatever the replies said, no genre went quiet for longer than the clamp allows
+    # (plus one decision's worth of slack).
     for publisher in outcome.fleet.publishers():
-        lines = publisher.lines()
-        times = [parse_ts(l["timestamp"]) for l in lines if l.get("message") == "Message published"]
-        span = max(times) - min(times)
-        expected = 2 * span / 0.2
-        assert len(times) >= 0.6 * expected, (publisher.name, len(times), expected)
+        for genre in ("fictional", "non-fictional"):
+            times = [
+                parse_ts(line["timestamp"])
+                for line in publisher.messages("Message published")
+                if line["context"]["queue"] == genre
+            ]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            assert len(times) > 10 and max(gaps) <= MAX_INTERVAL + 1.5, (publisher.name, genre)
 
 
 @pytest.mark.xfail(
@@ -248,7 +257,7 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
         first = engine.decide_consumer("fictional", 3, 0)
         clock.advance(2)
         second = engine.decide_consumer("fictional", 3, 0)
-    decisions = [json_.loads(l) for l in out.getvalue().splitlines()]
+    decisions = [json_.loads(raw) for raw in out.getvalue().splitlines()]
     decisions = [d["context"] for d in decisions if d["level"] == "AI_DECISION"]
     assert first.action == "process" and second.fallback is None, second
     assert decisions[0]["cost_usd"] <= MAX_COST_PER_CALL, decisions[0]
