@@ -167,7 +167,10 @@ class Publisher:
                 self.next_publish[genre] = due if due > now else now + self.intervals[genre]
         if now >= self.next_decision:
             self.decide()
-            self.next_decision = now + self.settings.decision_interval_seconds
+            # From the end of the decision, not from `now`: the cost guard's rate limiter counts
+            # from when the call was made (after this step's publishes), so scheduling from `now`
+            # came back a few ms early and every few decisions were refused as rate_limited.
+            self.next_decision = self.clock.monotonic() + self.settings.decision_interval_seconds
         upcoming = min(*self.next_publish.values(), self.next_decision)
         return max(0.0, upcoming - self.clock.monotonic())
 
