@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-Mode = Literal["up", "error", "refuse"]
+Mode = Literal["up", "error", "refuse", "echo_auth"]
 
 
 class FakeInflux:
@@ -86,7 +86,13 @@ class FakeInflux:
                         else:
                             now = time.time()
                             fake.lines += [(now, ln) for ln in text.splitlines() if ln.strip()]
-                if error:
+                if fake.mode == "echo_auth":
+                    # A hostile or buggy server echoing the credentials back in its error.
+                    echoed = self.headers.get("authorization", "").encode()
+                    self._reply(
+                        401, b'{"code":"unauthorized","message":"bad token ' + echoed + b'"}'
+                    )
+                elif error:
                     self._reply(500, b'{"code":"internal error","message":"injected fault"}')
                 elif self.path.startswith("/api/v2/write"):
                     self._reply(204)
