@@ -150,7 +150,9 @@ class Monitor:
             self.next_sample = now + self.settings.queue_sample_interval_seconds
         if now >= self.next_check:
             self.check()
-            self.next_check = now + self.settings.check_interval_seconds
+            # From the end of the check: the cost guard counts its interval from the call, which
+            # came after this step's sampling, so counting from `now` would be refused at times.
+            self.next_check = self.clock.monotonic() + self.settings.check_interval_seconds
         return max(0.0, min(self.next_sample, self.next_check) - self.clock.monotonic())
 
     def run(self, stop: StopFlag) -> None:

@@ -113,8 +113,11 @@ class CostGuard:
             now = self._clock.monotonic()
             self._prune(now)
             limits = self.limits
-            if self._last_call is not None and now - self._last_call < limits.min_interval_s:
-                wait = limits.min_interval_s - (now - self._last_call)
+            # The microsecond of slack absorbs float rounding in `now - last` (a call exactly one
+            # interval later must pass); it cannot admit a meaningful extra call.
+            elapsed = None if self._last_call is None else now - self._last_call
+            if elapsed is not None and elapsed + 1e-6 < limits.min_interval_s:
+                wait = limits.min_interval_s - elapsed
                 raise Refused(RATE_LIMITED, f"next call allowed in {wait:.1f}s")
             used_tokens = self._sum_tokens(now, HOUR)
             if used_tokens + tokens > limits.max_tokens_per_hour:
