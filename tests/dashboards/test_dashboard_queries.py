@@ -175,8 +175,10 @@ def test_every_series_a_query_filters_on_occurs_in_the_fixture(q: Query) -> None
 def test_the_data_tie_notices_series_nobody_writes() -> None:
     base = FLUX[0].text
     assert "ai_decision" in base and missing_series(base, POINTS) == []
-    live_only = base.replace("|> group(", '|> filter(fn: (r) => r.mode == "live")\n  |> group(', 1)
-    assert missing_series(live_only, POINTS)  # the provisional fixture is all dry-run
+    replay_only = base.replace(
+        "|> group(", '|> filter(fn: (r) => r.mode == "replay")\n  |> group(', 1
+    )
+    assert missing_series(replay_only, POINTS)  # the recorded run was in live mode
     by_status = base.replace('"action"]', '"status"]')
     assert missing_series(by_status, POINTS)  # ai_decision points carry no status tag
     assert missing_series(base, [p for p in POINTS if p.measurement != "ai_decision"])

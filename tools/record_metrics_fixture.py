@@ -1,0 +1,219 @@
+"""Record fixtures/metrics-sample.lp from a real local run of the whole fleet.
+
+The dashboards' data-tie test checks that every measurement, field and tag each panel filters on
+occurs in that file, so no panel can point at a series the agents never write. This script makes
+the file the honest way: it runs `agents run` (2 publishers, 2 consumers, 1 monitor as child
+processes) against the local RabbitMQ in a throwaway vhost, with metrics going to the embedded
+line-protocol file, and copies what the agents wrote.
+
+Claude is played by a small scripted HTTP server on 127.0.0.1 that speaks the Messages API, so
+the agents run in *live* mode through the real SDK, guard and parser (no key, no cost), and the
+answers rotate through every action (slow_down/speed_up/continue, process/batch/flag,
+healthy/warning/critical) so every series a dashboard shows occurs. A few malformed messages are
+published mid-run so the error series exists too. Intervals are shortened so a short run covers
+many decisions.
+
+    .venv/bin/python tools/record_metrics_fixture.py [--seconds 75] [--out fixtures/metrics-sample.lp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from base64 import b64encode
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pika
+
+ROOT = Path(__file__).resolve().parent.parent
+MGMT = "http://127.0.0.1:15672"
+AUTH = "Basic " + b64encode(b"guest:guest").decode()
+
+ANSWERS = {
+    "publisher": itertools.cycle(
+        [
+            {
+                "action": "slow_down",
+                "fictional_interval": 0.8,
+                "nonfictional_interval": 1.5,
+                "reasoning": "fictional backlog is growing",
+            },
+            {
+                "action": "speed_up",
+                "fictional_interval": 0.4,
+                "nonfictional_interval": 0.8,
+                "reasoning": "queues are nearly empty",
+            },
+            {
+                "action": "continue",
+                "fictional_interval": 0.5,
+                "nonfictional_interval": 1.0,
+                "reasoning": "queues are stable",
+            },
+        ]
+    ),
+    "consumer": itertools.cycle(
+        [
+            {"action": "process", "reasoning": "normal priority, short queue"},
+            {"action": "batch", "reasoning": "low priority, batch with others"},
+            {"action": "flag", "reasoning": "unusual title for this genre"},
+        ]
+    ),
+    "monitor": itertools.cycle(
+        [
+            {"status": "healthy", "issues": [], "suggestions": []},
+            {
+                "status": "warning",
+                "issues": ["fictional queue growing"],
+                "suggestions": ["Consider scaling consumers"],
+            },
+            {
+                "status": "critical",
+                "issues": ["errors rising"],
+                "suggestions": ["Check the dead-letter queue"],
+            },
+        ]
+    ),
+}
+_lock = threading.Lock()
+
+
+class FakeClaude(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        prompt = json.dumps(body.get("messages", []))
+        kind = (
+            "publisher"
+            if "publisher agent" in prompt
+            else "consumer"
+            if "Message received" in prompt
+            else "monitor"
+        )
+        with _lock:
+            answer = next(ANSWERS[kind])
+        reply = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-haiku-5-5"),
+            "content": [{"type": "text", "text": json.dumps(answer)}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 90 + len(prompt) // 4, "output_tokens": 38},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def management(method: str, path: str, body: Any = None) -> None:
+    request = urllib.request.Request(
+        MGMT + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": AUTH, "Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 (fixed local URL)
+
+
+def publish_malformed(vhost: str) -> None:
+    params = pika.ConnectionParameters("127.0.0.1", virtual_host=vhost)
+    with pika.BlockingConnection(params) as connection:
+        channel = connection.channel()
+        for body in (b"{not json", b'{"genre": "poetry"}', b"\xff\xfe"):
+            channel.basic_publish(
+                "books",
+                "fictional",
+                body,
+                pika.BasicProperties(content_type="application/json", delivery_mode=2),
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=75)
+    parser.add_argument("--out", type=Path, default=ROOT / "fixtures" / "metrics-sample.lp")
+    args = parser.parse_args()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeClaude)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    vhost = f"fixture-{uuid.uuid4().hex[:8]}"
+    management("PUT", f"/api/vhosts/{vhost}")
+    management(
+        "PUT", f"/api/permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="fixture-run-"))
+    metrics_file = workdir / "metrics.lp"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("INFLUXDB_", "ANTHROPIC_"))},
+        "ANTHROPIC_API_KEY": "fixture-run-not-a-real-key",
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{server.server_port}",
+        "DRY_RUN": "false",
+        "RABBITMQ_HOST": "127.0.0.1",
+        "RABBITMQ_VHOST": vhost,
+        "METRICS_FILE": str(metrics_file),
+        "DECISION_INTERVAL_SECONDS": "10",
+        "AI_CALL_INTERVAL_SECONDS": "3",
+        "AI_DECISION_RATE": "0.5",
+        "CHECK_INTERVAL_SECONDS": "15",
+        "QUEUE_SAMPLE_INTERVAL_SECONDS": "3",
+        "FICTIONAL_INTERVAL_SECONDS": "0.5",
+        "NONFICTIONAL_INTERVAL_SECONDS": "1",
+        "MIN_PUBLISH_INTERVAL_SECONDS": "0.2",
+        "BATCH_MAX_WAIT_SECONDS": "2",
+    }
+    try:
+        fleet = subprocess.Popen(  # noqa: S603 (our own CLI)
+            [
+                sys.executable,
+                "-m",
+                "agents",
+                "run",
+                "--duration",
+                str(args.seconds),
+                "--log-file",
+                str(workdir / "fleet.log"),
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        time.sleep(args.seconds / 2)
+        publish_malformed(vhost)
+        code = fleet.wait(timeout=args.seconds + 120)
+        if code != 0:
+            print(f"agents run exited {code}; logs in {workdir}", file=sys.stderr)
+            return 1
+    finally:
+        server.shutdown()
+        management("DELETE", f"/api/vhosts/{vhost}")
+    lines = metrics_file.read_text().splitlines()
+    header = (
+        "# fixtures/metrics-sample.lp - InfluxDB line protocol, one point per line.\n"
+        f"# Written by a real local run of the fleet ({args.seconds:.0f} s of `agents run`, 5 agents,\n"
+        "# shortened intervals) against RabbitMQ; Claude played by a scripted local Messages API\n"
+        "# server (live mode through the real SDK). Regenerate: tools/record_metrics_fixture.py\n"
+    )
+    args.out.write_text(header + "\n".join(lines) + "\n")
+    print(f"wrote {len(lines)} points to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
