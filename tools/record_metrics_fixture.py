@@ -13,7 +13,7 @@ healthy/warning/critical) so every series a dashboard shows occurs. A few malfor
 published mid-run so the error series exists too. Intervals are shortened so a short run covers
 many decisions.
 
-    .venv/bin/python tools/record_metrics_fixture.py [--seconds 75] [--out fixtures/metrics-sample.lp]
+    .venv/bin/python tools/record_metrics_fixture.py [--seconds 75] [--out FILE]
 """
 
 from __future__ import annotations
@@ -124,13 +124,13 @@ class FakeClaude(BaseHTTPRequestHandler):
 
 
 def management(method: str, path: str, body: Any = None) -> None:
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310  (fixed local URL)
         MGMT + path,
         data=None if body is None else json.dumps(body).encode(),
         method=method,
         headers={"Authorization": AUTH, "Content-Type": "application/json"},
     )
-    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 (fixed local URL)
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (fixed local URL)
 
 
 def publish_malformed(vhost: str) -> None:
@@ -206,7 +206,8 @@ def main() -> int:
     lines = metrics_file.read_text().splitlines()
     header = (
         "# fixtures/metrics-sample.lp - InfluxDB line protocol, one point per line.\n"
-        f"# Written by a real local run of the fleet ({args.seconds:.0f} s of `agents run`, 5 agents,\n"
+        f"# Written by a real local run of the fleet ({args.seconds:.0f} s of `agents run`, "
+        "5 agents,\n"
         "# shortened intervals) against RabbitMQ; Claude played by a scripted local Messages API\n"
         "# server (live mode through the real SDK). Regenerate: tools/record_metrics_fixture.py\n"
     )
