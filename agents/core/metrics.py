@@ -17,6 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+# Imported at start-up, not on the first write: the import takes ~2 s on a small machine and
+# would otherwise stall an agent's first publish.
+from influxdb_client import Point, WritePrecision
+
 from agents.core.logs import Logger, describe_error
 
 if TYPE_CHECKING:
@@ -73,7 +77,10 @@ class Measurement:
 
 def _tag_value(value: object) -> str:
     # Line protocol has no escape for control characters in tags; they would split the line.
-    return "".join(ch if ch.isprintable() else "_" for ch in str(value))[:256]
+    text = str(value)
+    if text.isprintable():  # the hot path: agent ids, queues and actions always are
+        return text[:256]
+    return "".join(ch if ch.isprintable() else "_" for ch in text)[:256]
 
 
 def _m(name: str, extra_tags: set[str], fields: Mapping[str, FieldType], doc: str) -> Measurement:
@@ -150,8 +157,6 @@ class MetricPoint:
     time_ns: int = field(default_factory=time.time_ns)
 
     def to_line_protocol(self) -> str:
-        from influxdb_client import Point, WritePrecision
-
         point = Point(self.measurement)
         for key in sorted(self.tags):
             point.tag(key, self.tags[key])
