@@ -185,7 +185,7 @@ def dead_letters_for(inspector: QueueInspector, ids: set[str], found: dict[str, 
 
 
 @settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,

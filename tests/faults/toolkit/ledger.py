@@ -74,6 +74,15 @@ class Ledger:
             elif message == DUPLICATE:
                 self.dropped_duplicates += 1
 
+    def read_sent_log(self, path: Path) -> Ledger:
+        """Confirmed publishes of the Locust users: `message_id epoch` per line."""
+        if path.exists():
+            for raw in path.read_text().splitlines():
+                parts = raw.split()
+                if len(parts) == 2:
+                    self.published.setdefault(parts[0], float(parts[1]))
+        return self
+
     def read_queues(self, inspector: QueueInspector) -> Ledger:
         """Drain the anomaly and dead-letter queues, and note anything left in the main ones."""
         for raw in inspector.drain(ANOMALY_QUEUE):

@@ -53,11 +53,13 @@ INSPECTOR_NAME = "fault-inspector"
 
 
 def agent_connections(vhost: str) -> list[dict[str, Any]]:
-    """Connections of `vhost` that belong to agents (not the test's own inspector)."""
+    """Connections of `vhost` that belong to agents (not the inspector, not a load generator)."""
     return [
         c
         for c in vhost_connections(vhost)
-        if (c.get("client_properties") or {}).get("connection_name") != INSPECTOR_NAME
+        if str((c.get("client_properties") or {}).get("connection_name", "")).startswith(
+            "books-agents/"
+        )
     ]
 
 

@@ -57,7 +57,7 @@ def run_fleet_scenario(
     interval: float = 0.05,
     env: Mapping[str, str] | None = None,
     per_agent_env: Mapping[str, Mapping[str, str]] | None = None,
-    after_fault_seconds: float = 2.0,
+    after_fault_seconds: float = 1.0,
     drain_timeout: float = 60.0,
     monitor: Mapping[str, str] | None = None,
 ) -> Outcome:
