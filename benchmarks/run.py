@@ -325,6 +325,11 @@ def assemble(
     if "tests" in parts:
         series["tests_wall_s"] = [t["seconds"] for t in parts["tests"]]
         raw["tests"] = parts["tests"]
+        last = parts["tests"][-1]
+        notes.append(
+            f"Test suite timed as `nox -s tests` selects it: {last['summary']} "
+            f"(exit {last['exit_code']})."
+        )
     for key in HEADLINE_KEYS:
         values = series.get(key) or []
         if values:
