@@ -7,6 +7,7 @@ their Flux queries from the same objects. Tags stay low-cardinality: never a mes
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -315,6 +316,7 @@ class InfluxSink:
             max_retry_time=5_000,
             max_close_wait=5_000,  # shutdown must finish within the agents' 10 s budget
         )
+        silence_client_logging()
         self._write_api = self._client.write_api(
             write_options=options,
             success_callback=self._on_success,
@@ -353,6 +355,16 @@ class InfluxSink:
             self._write_api.close()
         finally:
             self._client.close()
+
+
+def silence_client_logging() -> None:
+    """Stop influxdb-client's own `logging` output: it goes to stderr as multi-line, non-JSON
+    text that echoes the server's error body. Failures reach our JSON log, redacted and
+    rate-limited, through the write callbacks instead."""
+    # `disabled`, not a level: the client resets its loggers' levels whenever it is constructed.
+    for name in list(logging.root.manager.loggerDict):
+        if name == "influxdb_client" or name.startswith("influxdb_client."):
+            logging.getLogger(name).disabled = True
 
 
 def _line_count(data: str | bytes) -> int:

@@ -230,9 +230,12 @@ class InfluxMetricsReader(_Aggregating):
     def __init__(self, url: str, token: str, org: str, bucket: str, timeout_ms: int = 5_000):
         from influxdb_client import InfluxDBClient
 
+        from agents.core.metrics import silence_client_logging
+
         self.bucket = bucket
         self._org = org
         self._client = InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
+        silence_client_logging()
 
     def _aggregate(
         self,
