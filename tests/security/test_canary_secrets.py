@@ -164,16 +164,9 @@ def test_no_secret_in_any_output(vhost: str, tmp_path: Path) -> None:
         assert "**********" in result.stdout
 
     leaks = scan(outputs, secrets)
-    # Known bug, pinned by the xfail test below: influxdb-client's own `logging` output.
-    leaks = [leak for leak in leaks if leak != "INFLUXDB_TOKEN in stderr"]
     assert not leaks, leaks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG agents/core/metrics.py InfluxSink: influxdb-client logs failed batches through "
-    "Python logging to stderr (unredacted, multi-line, not JSON), echoing the server's error body",
-)
 def test_influxdb_client_logging_does_not_echo_the_token(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
