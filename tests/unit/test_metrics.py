@@ -15,6 +15,7 @@ from agents.core.metrics import (
     SCHEMA,
     FileSink,
     MemorySink,
+    MetricPoint,
     Metrics,
 )
 from agents.core.metrics_read import FileMetricsReader, flux_query, flux_string, parse_line
@@ -145,3 +146,28 @@ def test_flux_strings_cannot_break_out_of_the_literal() -> None:
     assert 'from(bucket: "agent_metrics")' in query
     assert "range(start: 2026-01-31T00:00:00.000000Z)" in query
     assert 'group(columns: ["queue"])' in query and query.endswith("sum()")
+
+
+_tag_text = st.text(max_size=20)
+_field_value = (
+    st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.booleans()
+)
+
+
+@given(
+    measurement=st.text(min_size=1, max_size=20).filter(lambda s: not s.startswith("#")),
+    tags=st.dictionaries(st.text(min_size=1, max_size=10), _tag_text, max_size=4),
+    fields=st.dictionaries(st.text(min_size=1, max_size=10), _field_value, min_size=1, max_size=4),
+    time_ns=st.integers(min_value=0, max_value=2**62),
+)
+def test_our_line_protocol_encoder_matches_influxdb_client_point(
+    measurement: str,
+    tags: dict[str, str],
+    fields: dict[str, int | float | str | bool],
+    time_ns: int,
+) -> None:
+    point = MetricPoint(measurement, tags, fields, time_ns)
+    assert point.to_line_protocol() == point.to_point().to_line_protocol()
