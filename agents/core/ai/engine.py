@@ -293,9 +293,11 @@ class DecisionEngine:
         )
         if settled.overran:
             self.logger.warning(
-                "AI call used more than its reservation: the input-token bound is too low",
+                "AI reply reported more usage than its reservation allows; charged at the "
+                "reservation",
                 reserved_tokens=reservation.tokens,
-                used_tokens=settled.tokens,
+                reported_input_tokens=reply.input_tokens,
+                reported_output_tokens=reply.output_tokens,
             )
         return done(
             parse(reply.text),

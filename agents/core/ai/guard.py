@@ -141,14 +141,21 @@ class CostGuard:
     def settle(
         self, reservation: Reservation, input_tokens: int, output_tokens: int, price: Price
     ) -> Settlement:
-        """Replace the worst case by the actual usage the API reported."""
+        """Replace the worst case by the actual usage the API reported, capped at the worst case.
+
+        The reservation is a hard upper bound (output cannot exceed `max_tokens`; input is
+        bounded by the prompt's size), so reported usage above it is impossible: a lying proxy or
+        a corrupted reply. Charging it would let one bad reply lock the agent out for an hour and
+        poison the cost metrics, so it is counted at the reservation and flagged as `overran`.
+        """
         tokens = max(0, input_tokens) + max(0, output_tokens)
         usd = price.cost(max(0, input_tokens), max(0, output_tokens))
         overran = tokens > reservation.tokens or usd > reservation.usd + 1e-12
+        if overran:
+            tokens, usd = min(tokens, reservation.tokens), min(usd, reservation.usd)
         with self._lock:
             entry = self._entries.get(reservation.id)
             if entry is not None and not entry.settled:
-                # Record the truth even when it overran: the caps must see real spend.
                 entry.tokens, entry.usd, entry.settled = tokens, usd, True
         return Settlement(tokens, usd, overran)
 

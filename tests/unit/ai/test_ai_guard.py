@@ -111,12 +111,13 @@ def test_release_frees_everything_and_keep_worst_case_frees_nothing() -> None:
         guard.reserve(1000, SONNET)
 
 
-def test_settle_records_an_overrun_truthfully() -> None:
+def test_settle_caps_impossible_usage_at_the_reservation() -> None:
     guard = CostGuard(limits(), FakeClock())
     reservation = guard.reserve(10, SONNET)
-    settled = guard.settle(reservation, 5000, 300, SONNET)
+    settled = guard.settle(reservation, 5000, 10**9, SONNET)
     assert settled.overran
-    assert guard.usage()["tokens_last_hour"] == 5300
+    assert (settled.tokens, settled.usd) == (reservation.tokens, reservation.usd)
+    assert guard.usage()["tokens_last_hour"] == reservation.tokens
 
 
 def _window_sums(ledger: list[tuple[float, float]], window: float) -> float:
