@@ -48,8 +48,8 @@ REQUIRED_KEYS = ("timestamp", "level", "agent_id", "agent_type", "message", "con
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with millisecond precision and a `Z` suffix."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is several times cheaper than strftime, and this runs once per log line.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def describe_error(exc: BaseException) -> dict[str, str]:
@@ -73,11 +73,11 @@ class Redactor:
 
 
 class Logger(Protocol):
-    def log(self, level: Level, message: str, **context: Any) -> None: ...
-    def debug(self, message: str, **context: Any) -> None: ...
-    def info(self, message: str, **context: Any) -> None: ...
-    def warning(self, message: str, **context: Any) -> None: ...
-    def error(self, message: str, **context: Any) -> None: ...
+    def log(self, level: Level, message: str, /, **context: Any) -> None: ...
+    def debug(self, message: str, /, **context: Any) -> None: ...
+    def info(self, message: str, /, **context: Any) -> None: ...
+    def warning(self, message: str, /, **context: Any) -> None: ...
+    def error(self, message: str, /, **context: Any) -> None: ...
 
 
 class JsonLogger:
@@ -113,7 +113,7 @@ class JsonLogger:
         # ensure_ascii keeps the line 7-bit clean whatever the context holds (lone surrogates too).
         return self._redact(json.dumps(record, ensure_ascii=True, default=str))
 
-    def log(self, level: Level, message: str, **context: Any) -> None:
+    def log(self, level: Level, message: str, /, **context: Any) -> None:
         if _RANK[level] < self._min_rank:
             return
         line = self.render(level, message, context)
@@ -125,19 +125,19 @@ class JsonLogger:
             except (OSError, ValueError):  # closed pipe at shutdown: nowhere left to log to
                 pass
 
-    def debug(self, message: str, **context: Any) -> None:
+    def debug(self, message: str, /, **context: Any) -> None:
         self.log(Level.DEBUG, message, **context)
 
-    def info(self, message: str, **context: Any) -> None:
+    def info(self, message: str, /, **context: Any) -> None:
         self.log(Level.INFO, message, **context)
 
-    def warning(self, message: str, **context: Any) -> None:
+    def warning(self, message: str, /, **context: Any) -> None:
         self.log(Level.WARNING, message, **context)
 
-    def error(self, message: str, **context: Any) -> None:
+    def error(self, message: str, /, **context: Any) -> None:
         self.log(Level.ERROR, message, **context)
 
-    def exception(self, message: str, exc: BaseException, **context: Any) -> None:
+    def exception(self, message: str, exc: BaseException, /, **context: Any) -> None:
         self.log(Level.ERROR, message, error=describe_error(exc), **context)
 
 

@@ -118,3 +118,13 @@ def test_any_message_and_context_yield_one_valid_json_line(
     assert record["message"] == message
     assert RFC3339_Z.match(record["timestamp"])
     assert set(record["context"]) == set(context)
+
+
+def test_context_may_use_the_envelope_key_names() -> None:
+    logger, stream = make_logger()
+    logger.info("Message consumed", message="a reply's text", level="high", agent_id="x")
+    [record] = lines(stream)
+    assert record["message"] == "Message consumed"
+    assert record["level"] == "INFO"
+    assert record["agent_id"] == "publisher-1"
+    assert record["context"] == {"message": "a reply's text", "level": "high", "agent_id": "x"}
