@@ -7,6 +7,7 @@ their Flux queries from the same objects. Tags stay low-cardinality: never a mes
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -165,13 +166,12 @@ class MetricPoint:
         agree on arbitrary points.
         """
         tags = "".join(
-            f",{key.translate(_ESCAPE_KEY)}={_escape_tag_value(value)}"
+            f",{_escape_key(key)}={_escape_tag_value(value)}"
             for key, value in sorted(self.tags.items())
             if value != ""
         )
         fields = ",".join(
-            f"{key.translate(_ESCAPE_KEY)}={_field_text(value)}"
-            for key, value in sorted(self.fields.items())
+            f"{_escape_key(key)}={_field_text(value)}" for key, value in sorted(self.fields.items())
         )
         return f"{self.measurement.translate(_ESCAPE_MEASUREMENT)}{tags} {fields} {self.time_ns}"
 
@@ -383,6 +383,12 @@ _ESCAPE_KEY = str.maketrans(
 _ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
 
+@functools.lru_cache(maxsize=4096)
+def _escape_key(key: str) -> str:
+    return key.translate(_ESCAPE_KEY)
+
+
+@functools.lru_cache(maxsize=4096)  # tags are low-cardinality by design: the cache stays warm
 def _escape_tag_value(value: str) -> str:
     escaped = value.translate(_ESCAPE_KEY)
     # A trailing backslash would escape the separator that follows.
