@@ -210,16 +210,18 @@ def test_claude_api_faults(
     assert {r for r in fallbacks if r.startswith("api_") and r != "api_timeout"}, fallbacks
     assert {"invalid_reply", "invalid_response"} & set(fallbacks), fallbacks
     # Cadence: whatever the replies said, no genre went quiet for longer than the clamp allows
-    # (plus one decision's worth of slack).
+    # (plus one decision's worth of slack), between publishes nor before the publisher stopped.
+    # (A count would be timing-dependent: slow_down answers legitimately halve it.)
     for publisher in outcome.fleet.publishers():
+        [stopping] = publisher.messages("Publisher stopping")
         for genre in ("fictional", "non-fictional"):
             times = [
                 parse_ts(line["timestamp"])
                 for line in publisher.messages("Message published")
                 if line["context"]["queue"] == genre
             ]
-            gaps = [b - a for a, b in itertools.pairwise(times)]
-            assert len(times) > 10 and max(gaps) <= MAX_INTERVAL + 1.5, (publisher.name, genre)
+            gaps = [b - a for a, b in itertools.pairwise([*times, parse_ts(stopping["timestamp"])])]
+            assert len(times) >= 5 and max(gaps) <= MAX_INTERVAL + 1.5, (publisher.name, genre)
 
 
 def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
