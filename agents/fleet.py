@@ -93,6 +93,9 @@ def rabbit_unreachable(settings: CommonSettings) -> str | None:
         declare_topology(connection.channel())
     except TopologyError as exc:
         return str(exc)
+    except (pika.exceptions.AMQPError, OSError) as exc:  # e.g. 403: no configure permission
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        return f"RabbitMQ at {where} refused the topology ({type(exc).__name__}: {detail})"
     finally:
         if connection.is_open:
             connection.close()

@@ -20,6 +20,7 @@ import pytest
 from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES, connection_parameters
 from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
+from tests.conftest import management
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40
@@ -75,6 +76,41 @@ def test_unreachable_rabbitmq_is_one_line_with_how_to_start_one(tmp_path: Path) 
     assert "not reachable at 127.0.0.1" in lines[0]
     assert "rabbitmq-server -detached" in lines[0]
     assert "docker compose up" in lines[0]
+
+
+@pytest.mark.rabbitmq
+def test_a_user_without_configure_permission_is_one_line_not_a_traceback(
+    vhost: str, tmp_path: Path
+) -> None:
+    user = f"readonly-{vhost}"
+    management("PUT", f"/api/users/{user}", {"password": "readonly-pass", "tags": ""})
+    try:
+        management(
+            "PUT",
+            f"/api/permissions/{vhost}/{user}",
+            {"configure": "^$", "write": ".*", "read": ".*"},
+        )
+        env = {
+            **os.environ,
+            "RABBITMQ_HOST": "127.0.0.1",
+            "RABBITMQ_USER": user,
+            "RABBITMQ_PASS": "readonly-pass",
+            "RABBITMQ_VHOST": vhost,
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "agents", "run", "--duration", "5"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
+    finally:
+        management("DELETE", f"/api/users/{user}")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "refused the topology" in line and "ACCESS_REFUSED" in line
+    assert "readonly-pass" not in line
 
 
 @pytest.mark.rabbitmq
