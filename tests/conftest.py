@@ -14,7 +14,11 @@ from base64 import b64encode
 from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pytest
+
+from agents.core.broker import connection_parameters
+from agents.core.settings import CommonSettings
 
 RABBIT_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
 RABBIT_PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
@@ -58,6 +62,22 @@ def management(method: str, path: str, body: Any = None) -> Any:
     with urllib.request.urlopen(request, timeout=10) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
+
+
+def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, bytes]]:
+    """Everything currently in `queue` as (method, properties, body), read and acked over a
+    separate plain pika connection, so the code under test is not what checks itself."""
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        found = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return found
+            found.append((method, properties, body))
+    finally:
+        connection.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from agents.core.broker import (
 )
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
+from tests.conftest import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -61,18 +62,7 @@ def pump_until(broker: RabbitBroker, done: Callable[[], bool], timeout: float = 
 
 
 def drain(settings: BrokerSettings, queue: str) -> list[Raw]:
-    """Everything currently in `queue`, read (and acked) over a separate plain pika connection."""
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        found: list[Raw] = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return found
-            found.append((method, properties, body))
-    finally:
-        connection.close()
+    return drain_queue(settings, queue)
 
 
 def test_messages_are_routed_by_key_as_persistent_json(

@@ -35,6 +35,7 @@ from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.testing import ScriptedClient, consumer_reply
+from tests.conftest import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -120,17 +121,7 @@ def publish_raw(
 
 
 def drain(settings: ConsumerSettings, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        found = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return found
-            found.append((properties, body))
-    finally:
-        connection.close()
+    return [(properties, body) for _, properties, body in drain_queue(settings, queue)]
 
 
 def books(n: int) -> list[bytes]:

@@ -14,13 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES, connection_parameters
+from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
-from tests.conftest import management
+from tests.conftest import drain_queue, management
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40
@@ -40,17 +39,7 @@ FAST = {
 
 
 def queued(settings: BrokerSettings, queue: str) -> list[bytes]:
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        bodies = []
-        while True:
-            method, _, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return bodies
-            bodies.append(body)
-    finally:
-        connection.close()
+    return [body for _, _, body in drain_queue(settings, queue)]
 
 
 def free_port() -> int:

@@ -8,11 +8,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import pika
 import pytest
 
 from agents.core.ai import build_engine
-from agents.core.broker import RabbitBroker, connection_parameters
+from agents.core.broker import RabbitBroker
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
@@ -20,6 +19,7 @@ from agents.core.settings import PublisherSettings, load_settings
 from agents.messages import parse_book
 from agents.publisher import Publisher
 from agents.testing import ScriptedClient, publisher_reply
+from tests.conftest import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -55,17 +55,7 @@ def rig(rabbit_env: dict[str, str]) -> Iterator[dict[str, Any]]:
 
 
 def queued(settings: PublisherSettings, queue: str) -> list[bytes]:
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        bodies = []
-        while True:
-            method, _, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return bodies
-            bodies.append(body)
-    finally:
-        connection.close()
+    return [body for _, _, body in drain_queue(settings, queue)]
 
 
 def test_confirmed_messages_land_valid_in_their_queues(rig: dict[str, Any]) -> None:

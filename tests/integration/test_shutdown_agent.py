@@ -30,6 +30,7 @@ from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.runtime import StopFlag, install_signal_handlers
 from agents.testing import ScriptedClient, consumer_reply
+from tests.conftest import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -63,19 +64,11 @@ def publish(settings: BrokerSettings | ConsumerSettings, n: int) -> list[str]:
 
 def remaining(settings: BrokerSettings | ConsumerSettings) -> list[str]:
     """Ids still queued (read and acked over a separate connection)."""
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    ids = []
-    try:
-        channel = connection.channel()
-        for queue in ("fictional", "non-fictional"):
-            while True:
-                method, _, body = channel.basic_get(queue, auto_ack=True)
-                if method is None:
-                    break
-                ids.append(json.loads(body)["message_id"])
-    finally:
-        connection.close()
-    return ids
+    return [
+        json.loads(body)["message_id"]
+        for queue in ("fictional", "non-fictional")
+        for _, _, body in drain_queue(settings, queue)
+    ]
 
 
 def test_sigterm_mid_batch_processes_the_held_batch_before_exit(
