@@ -153,21 +153,29 @@ class Lines:
         self._thread.join(timeout=5)
 
 
-def spawn(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Lines]:
+def sigterm_once(
+    kind: str, env: dict[str, str], first_line: str, wait: float
+) -> tuple[int, float, Lines]:
+    """Run `agents <kind>`, SIGTERM it once `first_line` is logged; (exit code, seconds the
+    stop took, its log lines). The process never outlives the test."""
     process = subprocess.Popen(
         [sys.executable, "-m", "agents", kind],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
     )
     assert process.stdout is not None
-    return process, Lines(process.stdout)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> tuple[int, float]:
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(timeout=15)
-    return code, time.monotonic() - started
+    out = Lines(process.stdout)
+    try:
+        out.wait_for(first_line, wait)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=15)
+        took = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out.join()
+    return code, took, out
 
 
 def test_consumer_process_sigterm_mid_stream_requeues_what_it_did_not_finish(
@@ -175,21 +183,16 @@ def test_consumer_process_sigterm_mid_stream_requeues_what_it_did_not_finish(
 ) -> None:
     settings = load_settings(BrokerSettings)
     sent = publish(settings, 60)
-    process, out = spawn(
+    code, took, out = sigterm_once(
         "consumer",
         {
             "PROCESSING_TIME_MS": "50",
             "PREFETCH_COUNT": "20",
             "METRICS_FILE": str(tmp_path / "m.lp"),
         },
+        "Message consumed",
+        5,
     )
-    try:
-        out.wait_for("Message consumed", 5)
-        code, took = stop_process(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    out.join()
     assert code == 0
     assert took < 10
     consumed = [str(line["context"]["message_id"]) for line in out.messages("Message consumed")]  # type: ignore[index]
@@ -204,7 +207,7 @@ def test_publisher_process_sigterm_every_confirmed_message_is_queued(
     rabbit_env: dict[str, str], tmp_path: Path
 ) -> None:
     settings = load_settings(BrokerSettings)
-    process, out = spawn(
+    code, took, out = sigterm_once(
         "publisher",
         {
             "FICTIONAL_INTERVAL_SECONDS": "0.05",
@@ -212,14 +215,9 @@ def test_publisher_process_sigterm_every_confirmed_message_is_queued(
             "MIN_PUBLISH_INTERVAL_SECONDS": "0.05",
             "METRICS_FILE": str(tmp_path / "m.lp"),
         },
+        "Message published",
+        10,
     )
-    try:
-        out.wait_for("Message published", 10)
-        code, took = stop_process(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    out.join()
     assert code == 0
     assert took < 10
     confirmed = [str(line["context"]["message_id"]) for line in out.messages("Message published")]  # type: ignore[index]
@@ -232,7 +230,7 @@ def test_sigterm_while_the_broker_is_unreachable_still_exits_promptly(tmp_path: 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process, out = spawn(
+    code, took, out = sigterm_once(
         "consumer",
         {
             "RABBITMQ_HOST": "127.0.0.1",
@@ -240,14 +238,9 @@ def test_sigterm_while_the_broker_is_unreachable_still_exits_promptly(tmp_path: 
             "DRY_RUN": "true",
             "METRICS_FILE": str(tmp_path / "m.lp"),
         },
+        "RabbitMQ connection attempt failed",  # now in its backoff loop
+        1,
     )
-    try:
-        out.wait_for("RabbitMQ connection attempt failed", 1)  # now in its backoff loop
-        code, took = stop_process(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    out.join()
     assert code == 0
     assert took < 5
     assert out.messages("Agent stopped")[0]["context"]["reason"] == "SIGTERM"  # type: ignore[index]
