@@ -45,12 +45,7 @@ def pika_publish(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> float:
                 "books",
                 routing_key,
                 body,
-                pika.BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=2,
-                    message_id=message_id,
-                    timestamp=int(time.time()),
-                ),
+                rabbit.book_properties(message_id),
                 mandatory=True,
             )
         elapsed = time.perf_counter() - started

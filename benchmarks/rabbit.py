@@ -113,6 +113,16 @@ def wait_for_depth(
         time.sleep(0.05)
 
 
+def book_properties(message_id: str) -> pika.BasicProperties:
+    """The properties the agents publish with (persistent JSON), for the raw clients too."""
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id=message_id,
+        timestamp=int(time.time()),
+    )
+
+
 def prefill(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> None:
     """Publish (routing_key, body, message_id) without confirms (fast), then wait until all are
     enqueued: setup for the consumer rounds, never timed."""
@@ -124,12 +134,7 @@ def prefill(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> None:
                 "books",
                 routing_key,
                 body,
-                pika.BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=2,
-                    message_id=message_id,
-                    timestamp=int(time.time()),
-                ),
+                book_properties(message_id),
             )
     finally:
         connection.close()
