@@ -53,7 +53,8 @@ def _wait_depth(vhost: str, queue: str, expected: int, timeout: float = 15.0) ->
     while True:
         connection = pika.BlockingConnection(connection_parameters(settings))
         try:
-            depth = int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+            declared = connection.channel().queue_declare(queue, passive=True)
+            depth = int(declared.method.message_count)
         finally:
             connection.close()
         if depth == expected or time.monotonic() >= deadline:
