@@ -186,3 +186,36 @@ def test_setup_rabbitmq_cli_prints_the_type_advice_and_exits_1(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("agents setup rabbitmq: queue 'fictional' exists as a classic queue")
     assert "QUEUE_TYPE=classic" in line
+
+
+@pytest.mark.parametrize("queue_type", TYPES)
+def test_a_lost_connection_returns_every_unacked_message(
+    rabbit_env: dict[str, str], vhost: str, queue_type: QueueType
+) -> None:
+    """The fault model on both types: messages held unacked by a consumer whose connection the
+    broker closes are all redelivered (marked so), none lost; the agent's broker reconnects."""
+    from tests.integration.test_broker_reconnect import close_vhost_connections
+
+    settings = _settings(queue_type)
+    held: list[Delivery] = []
+    with RabbitBroker(settings, _logger(), max_backoff=0.2) as broker:
+        for n in range(5):
+            broker.publish("fictional", b"{}", message_id=f"held-{n}")
+        broker.consume(["fictional"], held.append, 10)  # never settled: held unacked
+        deadline = time.monotonic() + 15
+        while len(held) < 5 and time.monotonic() < deadline:
+            broker.process_events(0.1)
+        assert len(held) == 5
+        close_vhost_connections(vhost)
+        deadline = time.monotonic() + 20
+        while (broker.reconnects < 1 or len(held) < 10) and time.monotonic() < deadline:
+            broker.process_events(0.1)
+        redelivered = held[5:]
+        assert broker.reconnects >= 1
+        assert sorted(d.message_id or "" for d in redelivered) == [f"held-{n}" for n in range(5)]
+        assert all(d.redelivered for d in redelivered)
+        for delivery in redelivered:
+            delivery.ack()
+        broker.process_events(0.3)
+    assert _wait_depth(vhost, "fictional", 0) == 0
+    assert drain_queue(settings, DEAD_LETTER_QUEUE) == []
