@@ -153,7 +153,7 @@ class Stack:
 
     def dump_logs(self, why: str) -> Path:
         """Every service's full logs and `ps --all` into one file; returns its path."""
-        path = self.logs_dir / f"compose-logs-{int(time.time())}.txt"
+        path = self.logs_dir / f"compose-logs-{time.time_ns()}.txt"
         parts = [f"# {why}\n", "## docker compose ps --all\n"]
         parts.append(self.compose("ps", "--all").stdout)
         for service in self.services() or [*INFRA_PORTS, *SETUP_JOBS, *AGENTS]:
