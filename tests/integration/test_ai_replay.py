@@ -106,6 +106,8 @@ PUBLISHER_STATES = [
     ((380, 190, 5.0, 10.0), "slow_down"),  # surge: a bulk import lands
     ((160, 90, 5.0, 10.0), "slow_down"),
     ((2400, 5, 5.0, 10.0), "slow_down"),  # incident: the flood
+    ((171, 3, 5.0, 10.0), "slow_down"),
+    ((3, 160, 5.0, 10.0), "slow_down"),
     ((300, 120, 20.0, 40.0), "continue"),  # slowed, draining
     ((4, 0, 20.0, 40.0), "speed_up"),  # drained: back to normal
     ((0, 0, 20.0, 40.0), "speed_up"),
@@ -126,6 +128,8 @@ MONITOR_STATES = [
     ((36, {"fictional": 0, "non-fictional": 0}, 0), "healthy"),
     ((180, {"fictional": 2, "non-fictional": 1}, 0), "healthy"),
     ((9, {"fictional": 0, "non-fictional": 0}, 0), "healthy"),
+    ((12, {"fictional": 171, "non-fictional": 3}, 0), "warning"),  # seen in a surge run
+    ((0, {"fictional": 0, "non-fictional": 0}, 0), "warning"),  # nothing published
     ((20, {"fictional": 380, "non-fictional": 190}, 0), "warning"),  # surge
     ((40, {"fictional": 150, "non-fictional": 60}, 0), "warning"),
     ((40, {"fictional": 2300, "non-fictional": 10}, 0), "warning"),  # the flood alone

@@ -37,22 +37,15 @@ KEPT_REQUEST_HEADERS = ("content-type", "anthropic-version")
 # (agents/scenarios.py) with the recording made nearest to it. The grid's values are the
 # scenarios' own: publishers at the normal 5 s / 10 s and slowed 20 s / 40 s; queues empty,
 # a few, a surge of hundreds, an incident flood of thousands; errors none, a few, many.
+# Nearest-match compares each number on its own (cassettes.distance), so the grid is a product
+# over each queue's depth: a backlog in one queue and none in the other is its own situation.
 PUBLISHER_INTERVALS = ((5.0, 10.0), (20.0, 40.0))
-PUBLISHER_DEPTHS = (
-    (0, 0),
-    (3, 2),
-    (15, 10),
-    (60, 30),
-    (200, 100),
-    (450, 300),
-    (900, 3),
-    (2500, 40),
-    (5000, 4200),
-)
+PUBLISHER_FICTIONAL = (0, 3, 15, 60, 200, 600, 2500, 5000)
+PUBLISHER_NONFICTIONAL = (0, 5, 30, 200, 2500)
 CONSUMER_PRIORITIES = (1, 2, 3, 4, 5)
 CONSUMER_DEPTHS = (0, 30, 300, 3000)
-MONITOR_PUBLISHED = (0, 40, 400)
-MONITOR_DEPTHS = ((0, 0), (15, 8), (250, 120), (600, 300), (2500, 30), (5000, 4000))
+MONITOR_FICTIONAL = (0, 15, 250, 2500, 6000)
+MONITOR_NONFICTIONAL = (0, 15, 250, 2500)
 MONITOR_ERRORS = (0, 3, 30)
 
 
@@ -63,7 +56,8 @@ def _situations() -> dict[str, list[tuple[str, dict[str, Any]]]]:
             {"depths": (f, n), "intervals": (fi, ni)},
         )
         for fi, ni in PUBLISHER_INTERVALS
-        for f, n in PUBLISHER_DEPTHS
+        for f in PUBLISHER_FICTIONAL
+        for n in PUBLISHER_NONFICTIONAL
     ]
     consumer = [
         (
@@ -73,17 +67,15 @@ def _situations() -> dict[str, list[tuple[str, dict[str, Any]]]]:
         for depth in CONSUMER_DEPTHS
         for priority in CONSUMER_PRIORITIES
     ]
-    monitor = [
-        (
-            f"published {published}, depths {f}/{n}, errors {errors}",
-            {
-                "published": published,
-                "depths": {"fictional": f, "non-fictional": n},
-                "errors": errors,
-            },
-        )
-        for published in MONITOR_PUBLISHED
-        for f, n in MONITOR_DEPTHS
+
+    def monitor_args(published: int, f: int, n: int, errors: int) -> dict[str, Any]:
+        depths = {"fictional": f, "non-fictional": n}
+        return {"published": published, "depths": depths, "errors": errors}
+
+    monitor = [("stalled: nothing published", monitor_args(0, 0, 0, 0))] + [
+        (f"depths {f}/{n}, errors {errors}", monitor_args(40, f, n, errors))
+        for f in MONITOR_FICTIONAL
+        for n in MONITOR_NONFICTIONAL
         for errors in MONITOR_ERRORS
     ]
     return {"publisher": publisher, "consumer": consumer, "monitor": monitor}
