@@ -6,9 +6,9 @@ a bulk import or a misbehaving producer would. To fit a demo into a few minutes 
 decision intervals, and its header line says so.
 
 - steady:   today's settings, nothing injected.
-- surge:    consumers slowed (PROCESSING_TIME_MS) and a bulk import of books dropped on the
-            queues every few minutes: the publishers slow down, the consumers batch, the monitor
-            warns; once the queues drain the publishers speed up again.
+- surge:    consumers slowed (PROCESSING_TIME_MS, PREFETCH_COUNT) and a bulk import of books
+            dropped on the queues every few minutes: the publishers slow down, the consumers
+            batch, the monitor warns; once the queues drain the publishers speed up again.
 - incident: a producer floods the fictional queue with messages all marked urgent, malformed
             messages arrive, and consumer-2 stalls: the consumers flag and dead-letter, the monitor
             reports critical and prints its alert.
@@ -266,16 +266,17 @@ SCENARIOS: dict[str, Scenario] = {
     "steady": Scenario("steady", "today's settings, no injected traffic"),
     "surge": Scenario(
         "surge",
-        f"consumers slowed to PROCESSING_TIME_MS=100 and a bulk import of "
+        f"consumers slowed to PROCESSING_TIME_MS=150 (PREFETCH_COUNT=10) and a bulk import of "
         f"{sum(SURGE_IMPORT.values())} books every {SURGE_EVERY_S:g} s",
-        settings={**DEMO_TIMING, "PROCESSING_TIME_MS": "100"},
+        # A small prefetch keeps the backlog in the queue, where depth readings see it.
+        settings={**DEMO_TIMING, "PROCESSING_TIME_MS": "150", "PREFETCH_COUNT": "10"},
         traffic=surge,
     ),
     "incident": Scenario(
         "incident",
         f"a flood of {FLOOD_SIZE} messages all marked urgent, {MALFORMED_COUNT} malformed "
         f"messages, consumer-2 stalled at PROCESSING_TIME_MS=1500, every {INCIDENT_EVERY_S:g} s",
-        settings={**DEMO_TIMING, "PROCESSING_TIME_MS": "20"},
+        settings={**DEMO_TIMING, "PROCESSING_TIME_MS": "20", "PREFETCH_COUNT": "10"},
         per_agent={"consumer-2": {"PROCESSING_TIME_MS": "1500"}},
         traffic=incident,
     ),

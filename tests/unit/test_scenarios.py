@@ -47,7 +47,7 @@ def test_a_scenario_sets_only_existing_valid_settings(
 def test_explicit_settings_win_and_the_header_says_what_was_shortened() -> None:
     surge = scenarios.get("surge")
     env = surge.environment({"DECISION_INTERVAL_SECONDS": "30", "PATH": "/bin"})
-    assert env["DECISION_INTERVAL_SECONDS"] == "30" and env["PROCESSING_TIME_MS"] == "100"
+    assert env["DECISION_INTERVAL_SECONDS"] == "30" and env["PROCESSING_TIME_MS"] == "150"
     header = surge.header(env)
     assert "publishers decide every 30 s (normally 60)" in header
     assert "monitor checks every 15 s (120)" in header
