@@ -61,11 +61,11 @@ def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
     env.pop("DRY_RUN", None)
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "agents", "run", "--duration", "35", "--log-file", str(log_file)],
+        ["-m", "agents", "run", "--log-file", str(log_file)],
         env=env,
         cwd=str(tmp_path),
         encoding="utf-8",
-        timeout=240,
+        timeout=300,  # the agents' start-up is slow on a loaded 2-core machine
         dimensions=(50, 180),
     )
     child.expect("starting 5 agents")
@@ -76,6 +76,9 @@ def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
     child.expect("SYNTHETIC")
     child.expect(r"AI (continue|process)")
     child.expect(r"\| queues fictional=\d+")
+    child.expect(r"AI (continue|process|healthy)")
+    # Ctrl-C at the terminal: SIGINT to the whole foreground process group, agents included.
+    child.sendintr()
     child.expect("run summary")
     child.expect(r"fleet count: \d+ confirmed by the broker")
     child.expect("draw this run: uv run --extra report agents report --since")
