@@ -69,6 +69,7 @@ class Tally:
     modes: dict[str, str] = field(default_factory=dict)  # agent -> mode
     why: dict[str, str] = field(default_factory=dict)  # mode -> why (first seen)
     errors: int = 0
+    up: set[str] = field(default_factory=set)  # agents that logged their start-up line
     depths: dict[str, int] = field(default_factory=dict)
     left_in_queues: dict[str, int] | None = None
     exit_codes: dict[str, Any] | None = None
@@ -79,7 +80,9 @@ class Tally:
         agent = str(record.get("agent_id", "?"))
         context = record.get("context") or {}
         count = _int(context.get("count", 1)) or 1
-        if message == "Message published":
+        if message.startswith("Agent starting"):
+            self.up.add(agent)
+        elif message == "Message published":
             self.published[agent] += count
         elif message == "Message consumed":
             self.consumed[agent] += count
@@ -212,6 +215,13 @@ def event_line(record: Mapping[str, Any]) -> Text | None:
         line.append(
             f"injected {context.get('count')} x {context.get('kind')} -> {context.get('queue')}",
             style=style,
+        )
+        return line
+    if message == "Fleet stopping":
+        line.append(
+            f"stopping ({context.get('reason')}): publishers first, then the queues drain, "
+            "then the consumers and the monitor",
+            style="bold",
         )
         return line
     if message == "Flushing batch":
@@ -384,7 +394,9 @@ class HumanView:
             cap = tally.fleet_cap_10min()
             quiet = sum(tally.fallbacks[f] for f in QUIET_FALLBACKS)
             decided = sum(tally.decisions.values())
+            up = len(tally.up)
         line = Text(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] ", style="bold")
+        line.append(f"{up}/{FLEET_SIZE} agents up ", style="bold" if up == FLEET_SIZE else "yellow")
         line.append(agents or "waiting for the agents...")
         line.append(f" | queues {depths}", style="cyan")
         line.append(f" | AI {decided} decisions, {quiet} rate-limited", style="green")

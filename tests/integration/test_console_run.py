@@ -77,14 +77,16 @@ def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
     child.expect(r"AI (continue|process)")
     child.expect(r"\| queues fictional=\d+")
     child.expect(r"AI (continue|process|healthy)")
+    child.expect("5/5 agents up")  # a Ctrl-C during an agent's imports is a traceback
     # Ctrl-C at the terminal: SIGINT to the whole foreground process group, agents included.
     child.sendintr()
     child.expect("run summary")
     child.expect(r"fleet count: \d+ confirmed by the broker")
     child.expect("draw this run: uv run --extra report agents report --since")
     child.expect(pexpect.EOF)
+    summary = ANSI.sub("", child.before or "")
     child.close()
-    assert child.exitstatus == 0
+    assert child.exitstatus == 0, summary
     # Nothing on the screen is a raw JSON log line...
     screen = ANSI.sub("", child.before or "")
     assert '{"timestamp"' not in screen
