@@ -9,9 +9,9 @@ decision intervals, and its header line says so.
 - surge:    consumers slowed (PROCESSING_TIME_MS, PREFETCH_COUNT) and a bulk import of books
             dropped on the queues every few minutes: the publishers slow down, the consumers
             batch, the monitor warns; once the queues drain the publishers speed up again.
-- incident: a producer floods the fictional queue with messages all marked urgent, malformed
-            messages arrive, and consumer-2 stalls: the consumers flag and dead-letter, the monitor
-            reports critical and prints its alert.
+- incident: malformed messages arrive, then a producer floods the fictional queue with messages
+            all marked urgent, and consumer-2 stalls: the consumers dead-letter and flag, the
+            monitor reports critical and prints its alert.
 
 Explicit environment variables win over a scenario's settings (so tests and users can tune them);
 the per-agent settings that make the scenario (consumer-2's stall) always apply.
@@ -53,7 +53,7 @@ SURGE_EVERY_S = 120.0
 FLOOD_SIZE = 2500
 FLOOD_PRIORITY = 5
 MALFORMED_COUNT = 20
-MALFORMED_SPACING_S = 1.0
+MALFORMED_SPACING_S = 0.5
 INCIDENT_EVERY_S = 150.0
 CONSUMERS_READY_TIMEOUT_S = 300.0  # agents take a while to start on a busy machine
 
@@ -222,10 +222,7 @@ def surge(injector: Injector, stop: StopFlag) -> None:
 
 def incident(injector: Injector, stop: StopFlag) -> None:
     while not stop.is_set():
-        sent = injector.books("fictional", FLOOD_SIZE, FLOOD_PRIORITY, stop)
-        injector.record(
-            Injection(f"flood, every message priority {FLOOD_PRIORITY}", "fictional", sent, True)
-        )
+        # Malformed first, on queues that are not yet backed up, so the errors show at once...
         bodies = malformed_bodies()
         for i in range(MALFORMED_COUNT):
             if stop.is_set():
@@ -235,6 +232,11 @@ def incident(injector: Injector, stop: StopFlag) -> None:
             injector.publish(queue, body, content_type)
             injector.record(Injection(f"malformed: {what}", queue, 1, valid=False))
             injector.idle(MALFORMED_SPACING_S, stop)
+        # ...then the flood, which the stalled consumer cannot help with.
+        sent = injector.books("fictional", FLOOD_SIZE, FLOOD_PRIORITY, stop)
+        injector.record(
+            Injection(f"flood, every message priority {FLOOD_PRIORITY}", "fictional", sent, True)
+        )
         injector.idle(INCIDENT_EVERY_S, stop)
 
 
@@ -274,8 +276,8 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "incident": Scenario(
         "incident",
-        f"a flood of {FLOOD_SIZE} messages all marked urgent, {MALFORMED_COUNT} malformed "
-        f"messages, consumer-2 stalled at PROCESSING_TIME_MS=1500, every {INCIDENT_EVERY_S:g} s",
+        f"{MALFORMED_COUNT} malformed messages, then a flood of {FLOOD_SIZE} all marked urgent, "
+        f"every {INCIDENT_EVERY_S:g} s; consumer-2 stalled at PROCESSING_TIME_MS=1500",
         settings={**DEMO_TIMING, "PROCESSING_TIME_MS": "20", "PREFETCH_COUNT": "10"},
         per_agent={"consumer-2": {"PROCESSING_TIME_MS": "1500"}},
         traffic=incident,
