@@ -1,9 +1,13 @@
 """`python -m agents.core.ai.record` (run by `nox -s record`): re-record the cassettes live.
 
-Drives each agent's prompts through a scripted set of situations (empty queues, a growing
-backlog, errors...) against the real API and writes `cassettes/<agent_type>.yaml`, replacing the
-synthetic seeds. Credential headers are filtered out and volatile headers stripped before
-anything reaches disk. Needs ANTHROPIC_API_KEY; costs well under a cent with the default model.
+Drives each agent's prompts through a grid of situations (empty queues to a flood, both
+publishing rates, every priority, no errors to many: the states the scenarios reach) against the
+real API and writes `cassettes/<agent_type>.yaml`, replacing the synthetic seeds, each with a
+metadata header (when, model, SDK, API version, endpoint, synthetic or real). Credential headers
+are filtered out and volatile headers stripped before anything reaches disk. Needs
+ANTHROPIC_API_KEY; 161 calls of a few hundred tokens, an estimated cent at most with the default
+model (never measured: no recording has been made yet). With ANTHROPIC_BASE_URL set to
+another endpoint the result is labelled synthetic (tests record through a local fake this way).
 """
 
 from __future__ import annotations
