@@ -39,13 +39,6 @@ ACTION_STYLE = {
 QUIET_FALLBACKS = frozenset({"rate_limited"})  # the guard working as designed: counted, not shown
 
 
-def first_line(scenario: str) -> str:
-    return (
-        f"agents run: starting {FLEET_SIZE} agents (2 publishers, 2 consumers, 1 monitor), "
-        f"scenario {scenario}..."
-    )
-
-
 @dataclass
 class Tally:
     """The fleet's own count of what happened, from the agents' log lines."""
