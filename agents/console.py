@@ -232,7 +232,11 @@ def event_line(record: Mapping[str, Any]) -> Text | None:
         elif error:
             line.append(f"  {_clip(error, 80)}", style="red")
         return line
-    if level == "WARNING" and message not in ("System health warning",):
+    # Said already by the lines above (the analysis; the consumer's DEAD-LETTERED line).
+    if level == "WARNING" and message not in (
+        "System health warning",
+        "message rejected to the dead-letter queue",
+    ):
         line.append(f"warning {_clip(message, 70)}", style="yellow")
         return line
     return None

@@ -174,7 +174,10 @@ def draw(data: RunData, png: Path, caps: tuple[float, float], title: str) -> Non
     ax.step(list(data.published), list(data.published.values()), where="post", label="published")
     ax.step(list(data.consumed), list(data.consumed.values()), where="post", label="consumed")
     ax.set_ylabel(f"messages / {BUCKET_S:g} s")
-    ax.set_title("Messages published (confirmed) and consumed")
+    ax.set_title(
+        "Messages published by the publishers (confirmed) and consumed"
+        " (scenario traffic is not metered)"
+    )
     ax.legend(loc="upper right")
 
     ax = axes[1]

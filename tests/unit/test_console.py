@@ -79,6 +79,7 @@ def test_every_ai_action_anomaly_dead_letter_and_alert_gets_one_line() -> None:
                 {"queue": "fictional", "reason": "body is not valid JSON"},
             ),
             (Level.INFO, "Message consumed", {"action": "batch"}),
+            (Level.WARNING, "message rejected to the dead-letter queue", {"queue": "fictional"}),
         )
         + lines_from(
             "monitor-1",
@@ -110,6 +111,7 @@ def test_every_ai_action_anomaly_dead_letter_and_alert_gets_one_line() -> None:
     assert "FLAGGED" in text and "DEAD-LETTERED" in text and "body is not valid JSON" in text
     assert "health CRITICAL" in text and "ALERT system health is CRITICAL" in text
     assert "Message consumed" not in text  # routine
+    assert "message rejected" not in text  # the broker's own line repeats the DEAD-LETTERED one
     # --log-file keeps every line, as written
     assert log.getvalue().splitlines() == lines
     status = human.status().renderables[0].plain
