@@ -46,7 +46,7 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-m",
-        "not docker and not bench",
+        "not docker and not bench and not scenario",
         "--block-network",
         "--allowed-hosts=127.0.0.1,localhost,::1",
         *session.posargs,
@@ -92,7 +92,25 @@ def dashboards(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def scenarios(session: nox.Session) -> None:
+    """The demo scenarios end to end (minutes each); writes benchmarks/results/scenarios.json."""
+    install(session, "test")
+    session.run(
+        "pytest",
+        "-m",
+        "scenario",
+        "tests/integration/test_scenarios_e2e.py",
+        "-s",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """Run the fleet locally (no Docker) against the local RabbitMQ, AI in dry-run/replay mode."""
+    """The surge scenario on the local RabbitMQ, no Docker, AI in replay mode at $0
+    (`nox -s demo -- --scenario incident` for the other one)."""
     install(session)
-    session.run("agents", "run", *session.posargs)
+    args = list(session.posargs)
+    if "--scenario" not in args:
+        args = ["--scenario", "surge", *args]
+    session.run("agents", "run", *args)

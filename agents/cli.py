@@ -10,23 +10,32 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.core.settings import (
-    SETTINGS_BY_TYPE,
-    BrokerSettings,
-    ConsumerSettings,
-    MonitorSettings,
-    PublisherSettings,
-    SettingsError,
-    load_settings,
-)
+if TYPE_CHECKING:
+    from agents.core.settings import CommonSettings
+
+# Settings (pydantic) are imported inside the handlers: `agents run` prints its first line
+# before anything heavy is loaded, and `agents --help` stays instant.
+AGENT_TYPES = ("consumer", "monitor", "publisher")
+
+
+def load(kind: str) -> CommonSettings:
+    from agents.core.settings import (
+        SETTINGS_BY_TYPE,
+        BrokerSettings,
+        load_settings,
+    )
+
+    cls = BrokerSettings if kind == "broker" else SETTINGS_BY_TYPE[kind]
+    return load_settings(cls)
+
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 def _config(args: argparse.Namespace) -> int:
-    settings = load_settings(SETTINGS_BY_TYPE[args.agent_type])
+    settings = load(args.agent_type)
     print(json.dumps(settings.masked(), indent=2, sort_keys=True))
     return EXIT_OK
 
@@ -34,7 +43,7 @@ def _config(args: argparse.Namespace) -> int:
 def _setup_rabbitmq(args: argparse.Namespace) -> int:
     from agents.core.broker import BrokerError, setup_topology
 
-    settings = load_settings(BrokerSettings)
+    settings = load("broker")
     try:
         declared = setup_topology(settings, attempts=args.attempts)
     except BrokerError as exc:
@@ -47,25 +56,45 @@ def _setup_rabbitmq(args: argparse.Namespace) -> int:
 def _publisher(args: argparse.Namespace) -> int:
     from agents.publisher import main as run
 
-    return run(load_settings(PublisherSettings))
+    return run(load("publisher"))  # type: ignore[arg-type]
 
 
 def _consumer(args: argparse.Namespace) -> int:
     from agents.consumer import main as run
 
-    return run(load_settings(ConsumerSettings))
+    return run(load("consumer"))  # type: ignore[arg-type]
 
 
 def _monitor(args: argparse.Namespace) -> int:
     from agents.monitor import main as run
 
-    return run(load_settings(MonitorSettings))
+    return run(load("monitor"))  # type: ignore[arg-type]
 
 
 def _run_fleet(args: argparse.Namespace) -> int:
+    # A person at a terminal gets the readable view; a pipe (or --json) the JSON contract.
+    args.human = sys.stdout.isatty() and not args.json
+    if args.human:
+        # First, before the heavy imports below, so a person sees at once that it started.
+        print(f"agents run: starting 5 agents, scenario {args.scenario}...", flush=True)
     from agents.fleet import main as run
 
-    return run(load_settings(BrokerSettings), args)
+    return run(load("broker"), args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        from agents.report import main as run
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("matplotlib"):
+            print(
+                "agents report: needs matplotlib; run it as "
+                "`uv run --extra report agents report` (or pip install matplotlib)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        raise
+    return run(load("broker"), args)
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -88,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     config = add("config", _config, "print the resolved settings of an agent, secrets masked")
-    config.add_argument(
-        "agent_type", choices=sorted(SETTINGS_BY_TYPE), nargs="?", default="publisher"
-    )
+    config.add_argument("agent_type", choices=AGENT_TYPES, nargs="?", default="publisher")
 
     setup = sub.add_parser("setup", help="create infrastructure (idempotent)")
     setup_sub = setup.add_subparsers(dest="target", required=True, metavar="TARGET")
@@ -115,6 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
+    fleet.add_argument(
+        "--scenario",
+        choices=("steady", "surge", "incident"),
+        default="steady",
+        help="steady (default): normal settings; surge: a backlog the AI manages; "
+        "incident: floods, malformed messages and a stalled consumer",
+    )
+    fleet.add_argument(
+        "--json",
+        action="store_true",
+        help="print the agents' JSON log lines even on a terminal (always when piped)",
+    )
+    report = add(
+        "report",
+        _report,
+        "draw a run from the metrics file (and the JSON log file): one PNG and one HTML page",
+    )
+    report.add_argument("--metrics-file", default=None, help="default: METRICS_FILE")
+    report.add_argument("--log-file", default=None, help="the JSON log of the run (optional)")
+    report.add_argument(
+        "--since", default=None, help="only points at or after this UTC time (ISO 8601)"
+    )
+    report.add_argument("--out", default="var/report", help="output path without extension")
 
     cost = sub.add_parser("cost", help="cost plan (worst case) and report (actual spend)")
     cost_sub = cost.add_subparsers(dest="cost_command", required=True, metavar="WHAT")
@@ -131,9 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.handler(args)
-    except SettingsError as exc:
-        print(f"agents: invalid setting {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from agents.core.settings import SettingsError  # not before: see the note at the top
+
+        if not isinstance(exc, SettingsError):
+            raise
+        print(f"agents: invalid setting {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return result

@@ -155,6 +155,10 @@ class Consumer:
         reasoning = ""
         if self._rate > 0 and self.rng.random() < self._rate:
             self.stats.ai_asked += 1
+            # Here as well as in step(): under a backlog pika dispatches delivery after delivery
+            # within one process_events call and step() does not run, exactly when depth matters.
+            if self.clock.monotonic() - self._depths_at >= DEPTH_MAX_AGE_SECONDS:
+                self._refresh_depths()
             decision = self.engine.decide_consumer(
                 book.genre, book.priority, self._depths.get(delivery.queue, 0)
             )

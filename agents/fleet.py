@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
 
 from agents.core.logs import JsonLogger, Redactor
@@ -52,6 +53,7 @@ class Child:
     process: subprocess.Popen[bytes]
     pump: threading.Thread
     returncode: int | None = None
+    err_pump: threading.Thread | None = None
     reported: bool = field(default=False)
 
 
@@ -115,8 +117,12 @@ class Fleet:
         specs: Sequence[AgentSpec] = FLEET,
         env: dict[str, str] | None = None,
         logger: JsonLogger | None = None,
+        capture_stderr: bool = False,
     ) -> None:
         self.specs = specs
+        # A person's console takes the children's stderr too (the monitor's alert banner), so
+        # nothing writes over its live status line; for machines it stays the terminal's.
+        self.capture_stderr = capture_stderr
         self.env = dict(os.environ if env is None else env)
         self.merger = LineMerger(out)
         self.logger = logger or JsonLogger("fleet", "fleet", stream=out)
@@ -130,6 +136,7 @@ class Fleet:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if self.capture_stderr else None,
             )
             assert process.stdout is not None
             pump = threading.Thread(
@@ -137,7 +144,14 @@ class Fleet:
             )
             pump.daemon = True
             pump.start()
-            self.children.append(Child(spec, process, pump))
+            err_pump = None
+            if process.stderr is not None:
+                err_pump = threading.Thread(
+                    target=self.merger.pump, args=(process.stderr,), name=f"err-{spec.name}"
+                )
+                err_pump.daemon = True
+                err_pump.start()
+            self.children.append(Child(spec, process, pump, err_pump=err_pump))
         self.logger.info(
             "Fleet started",
             agents={c.spec.name: c.process.pid for c in self.children},
@@ -180,6 +194,8 @@ class Fleet:
                 child.process.kill()
                 child.process.wait()
             child.pump.join(timeout=2.0)
+            if child.err_pump is not None:
+                child.err_pump.join(timeout=2.0)
             if not child.reported:
                 child.returncode = child.process.returncode
 
@@ -223,20 +239,43 @@ def drain(settings: CommonSettings, seconds: float, logger: JsonLogger) -> None:
 
 
 def main(settings: CommonSettings, args: argparse.Namespace) -> int:
+    from agents import scenarios
+
+    scenario = scenarios.get(getattr(args, "scenario", None) or "steady")
+    human = bool(getattr(args, "human", False))
     problem = rabbit_unreachable(settings)
     if problem is not None:
         print(f"agents run: {problem}; {HOW_TO_START}.", file=sys.stderr)
         return 1
     log_file = getattr(args, "log_file", None)
-    out: IO[str] = open(log_file, "a", encoding="utf-8") if log_file else sys.stdout  # noqa: SIM115
+    env = scenario.environment(os.environ)
+    specs = [
+        AgentSpec(spec.name, spec.kind, {**spec.env, **scenario.agent_env(spec.name)})
+        for spec in FLEET
+    ]
+    file: IO[str] | None = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
+    view = None
+    if human:
+        from agents import console
+
+        view = console.open_view(settings, scenario.header(env), log_file, file)
+        out: IO[str] = view  # type: ignore[assignment]
+    else:
+        out = file or sys.stdout
     logger = JsonLogger("fleet", "fleet", stream=out, redactor=Redactor(settings.secrets()))
-    if log_file:
+    if log_file and not human:
         print(f"agents run: fleet logs go to {log_file}; Ctrl-C stops it.", file=sys.stderr)
+    started_at = datetime.now(UTC)
+    logger.info("Scenario", scenario=scenario.name, header=scenario.header(env))
+    logger.info("Metrics destination", destination=metrics_destination(settings))
     stop = StopFlag()
     restore = install_signal_handlers(stop)
-    fleet = Fleet(out, logger=logger)
+    fleet = Fleet(out, specs=specs, env=env, logger=logger, capture_stderr=human)
+    if view is not None:
+        view.start()
     try:
         fleet.start()
+        scenarios.run_traffic(scenario, settings, logger, stop)
         fleet.run(stop, getattr(args, "duration", None))
         logger.info("Fleet stopping", reason=stop.reason)
         fleet.stop(["publisher"])
@@ -248,6 +287,31 @@ def main(settings: CommonSettings, args: argparse.Namespace) -> int:
                 child.process.kill()
         restore()
     code = fleet.exit_code()
-    if log_file:
-        out.close()
+    report = report_hint(settings, started_at, log_file)
+    if view is not None:
+        view.stop([report])
+    else:
+        print(report, file=sys.stderr)
+    if file is not None:
+        file.close()
     return code
+
+
+def metrics_destination(settings: CommonSettings) -> str:
+    """Said once for the fleet (agents no longer warn five times): where the points go."""
+    if settings.influxdb_url:
+        return f"InfluxDB at {settings.influxdb_url}"
+    return (
+        f"the embedded file {settings.metrics_file} "
+        "(INFLUXDB_URL is not set; `agents report` draws it)"
+    )
+
+
+def report_hint(settings: CommonSettings, started_at: datetime, log_file: str | None) -> str:
+    since = started_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    command = f"uv run --extra report agents report --since {since}"
+    if log_file:
+        command += f" --log-file {log_file}"
+    if settings.influxdb_url:
+        return f"agents run: metrics went to InfluxDB ({settings.influxdb_url}); see Grafana."
+    return f"agents run: metrics in {settings.metrics_file}; draw this run: {command}"

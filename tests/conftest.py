@@ -39,15 +39,44 @@ def _rabbit_reachable() -> bool:
     return _rabbit_ok
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("rabbitmq") and not _rabbit_reachable():
-        reason = (
+_management_ok: bool | None = None
+
+
+def _management_reachable() -> bool:
+    """The tests make a vhost per test through the management plugin's HTTP API."""
+    global _management_ok
+    if _management_ok is None:
+        try:
+            management("GET", "/api/overview")
+            _management_ok = True
+        except (OSError, ValueError):  # URLError, HTTPError and refused connections are OSErrors
+            _management_ok = False
+    return _management_ok
+
+
+def _skip_or_fail(reason: str) -> None:
+    """One line, no traceback: a skip on a laptop, a failure under CI (where it must be there)."""
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def _require_rabbitmq() -> None:
+    if not _rabbit_reachable():
+        _skip_or_fail(
             f"RabbitMQ not reachable at {RABBIT_HOST}:{RABBIT_PORT} "
             "(start it: rabbitmq-server -detached)"
         )
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    if not _management_reachable():
+        _skip_or_fail(
+            f"RabbitMQ management API not reachable at {MGMT_URL} "
+            "(enable it: rabbitmq-plugins enable rabbitmq_management)"
+        )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("rabbitmq"):
+        _require_rabbitmq()
 
 
 def management(method: str, path: str, body: Any = None) -> Any:
@@ -83,8 +112,7 @@ def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, by
 @pytest.fixture
 def vhost() -> Iterator[str]:
     """A brand-new vhost with guest permissions, deleted afterwards."""
-    if not _rabbit_reachable():
-        pytest.skip("RabbitMQ not reachable")
+    _require_rabbitmq()
     name = f"test-{uuid.uuid4().hex[:10]}"
     management("PUT", f"/api/vhosts/{name}")
     management(

@@ -422,7 +422,7 @@ def _line_count(data: str | bytes) -> int:
 
 
 def sink_from_settings(settings: CommonSettings, logger: Logger | None = None) -> MetricsSink:
-    """InfluxDB when INFLUXDB_URL is set, else the embedded line-protocol file (with a WARNING)."""
+    """InfluxDB when INFLUXDB_URL is set, else the embedded line-protocol file."""
     if settings.influxdb_url:
         token = settings.influxdb_token.get_secret_value() if settings.influxdb_token else ""
         return InfluxSink(
@@ -433,7 +433,9 @@ def sink_from_settings(settings: CommonSettings, logger: Logger | None = None) -
             logger,
         )
     if logger is not None:
-        logger.warning(
+        # DEBUG, not WARNING: the file is the intended default of a local run, and the start-up
+        # line names it (metrics_destination); `agents run` says it once for the fleet.
+        logger.debug(
             "INFLUXDB_URL is not set: metrics go to an embedded line-protocol file",
             metrics_file=str(settings.metrics_file),
         )

@@ -94,6 +94,88 @@ def test_shipped_cassettes_are_synthetic_seeds_or_real_recordings(agent_type: st
     assert len(cassette.data) >= 5
     metadata = cassette._metadata
     assert isinstance(metadata.get("synthetic"), bool)
+    for key in ("recorded_at", "model", "sdk", "api_version", "endpoint", "generator"):
+        assert metadata.get(key), key
+
+
+# The states the scenarios drive the fleet into (agents/scenarios.py), and the action nearest-match
+# replay must give in each: every action the AI can take, from the shipped cassettes.
+PUBLISHER_STATES = [
+    ((0, 0, 5.0, 10.0), "continue"),  # steady
+    ((2, 1, 5.0, 10.0), "continue"),
+    ((380, 190, 5.0, 10.0), "slow_down"),  # surge: a bulk import lands
+    ((160, 90, 5.0, 10.0), "slow_down"),
+    ((2400, 5, 5.0, 10.0), "slow_down"),  # incident: the flood
+    ((171, 3, 5.0, 10.0), "slow_down"),
+    ((3, 160, 5.0, 10.0), "slow_down"),
+    ((300, 120, 20.0, 40.0), "continue"),  # slowed, draining
+    ((4, 0, 20.0, 40.0), "speed_up"),  # drained: back to normal
+    ((0, 0, 20.0, 40.0), "speed_up"),
+    ((0, 0, 0.2, 0.4), "continue"),  # the integration tests' fast intervals
+]
+CONSUMER_STATES = [
+    (("fictional", 3, 0), "process"),
+    (("non-fictional", 1, 0), "process"),
+    (("fictional", 1, 450), "batch"),  # surge
+    (("non-fictional", 2, 180), "batch"),
+    (("fictional", 4, 450), "process"),
+    (("fictional", 5, 500), "process"),  # a surge never looks like the flood
+    (("fictional", 5, 2200), "flag"),  # incident: urgent and stuck behind the flood
+    (("fictional", 5, 1200), "flag"),
+    (("fictional", 1, 2200), "batch"),
+]
+MONITOR_STATES = [
+    ((36, {"fictional": 0, "non-fictional": 0}, 0), "healthy"),
+    ((180, {"fictional": 2, "non-fictional": 1}, 0), "healthy"),
+    ((9, {"fictional": 0, "non-fictional": 0}, 0), "healthy"),
+    ((12, {"fictional": 171, "non-fictional": 3}, 0), "warning"),  # seen in a surge run
+    ((0, {"fictional": 0, "non-fictional": 0}, 0), "warning"),  # nothing published
+    ((20, {"fictional": 380, "non-fictional": 190}, 0), "warning"),  # surge
+    ((40, {"fictional": 150, "non-fictional": 60}, 0), "warning"),
+    ((40, {"fictional": 2300, "non-fictional": 10}, 0), "warning"),  # the flood alone
+    ((40, {"fictional": 5, "non-fictional": 0}, 2), "warning"),
+    ((40, {"fictional": 2300, "non-fictional": 10}, 20), "critical"),  # incident
+    ((30, {"fictional": 0, "non-fictional": 0}, 25), "critical"),
+    ((20, {"fictional": 4500, "non-fictional": 3000}, 70), "critical"),
+]
+
+
+def test_replay_gives_every_action_in_the_scenarios_states(workdir: Path) -> None:
+    assert_every_action_replays(workdir)
+
+
+def assert_every_action_replays(workdir: Path) -> None:
+    """Replays each state through the real engine (SDK, cassette transport, guard, parser)."""
+    publisher = make_rig(load_settings(PublisherSettings), cwd=workdir)
+    consumer = make_rig(load_settings(ConsumerSettings), cwd=workdir)
+    monitor = make_rig(load_settings(MonitorSettings), cwd=workdir)
+    got = []
+    for args, expected in PUBLISHER_STATES:
+        publisher.clock.advance(3600)
+        decision = publisher.engine.decide_publisher(*args)
+        got.append((args, decision.action, expected, decision.fallback))
+    for c_args, expected in CONSUMER_STATES:
+        consumer.clock.advance(3600)
+        c_decision = consumer.engine.decide_consumer(*c_args)
+        got.append((c_args, c_decision.action, expected, c_decision.fallback))
+    for m_args, expected in MONITOR_STATES:
+        monitor.clock.advance(3600)
+        analysis = monitor.engine.analyse(*m_args)
+        got.append((m_args, analysis.status, expected, analysis.fallback))
+    wrong = [g for g in got if g[1] != g[2] or g[3] is not None]
+    assert wrong == []
+    actions = {g[1] for g in got}
+    assert actions == {
+        "continue",
+        "slow_down",
+        "speed_up",
+        "process",
+        "batch",
+        "flag",
+        "healthy",
+        "warning",
+        "critical",
+    }
 
 
 def test_seed_generator_reproduces_the_shipped_seeds(tmp_path: Path) -> None:
@@ -103,6 +185,8 @@ def test_seed_generator_reproduces_the_shipped_seeds(tmp_path: Path) -> None:
         if not shipped["metadata"]["synthetic"]:
             continue  # replaced by real recordings: nothing to compare
         generated = yaml.safe_load((tmp_path / f"{agent_type}.yaml").read_text())
+        for cassette in (generated, shipped):
+            cassette["metadata"].pop("recorded_at")  # the only field that differs per run
         assert generated == shipped
 
 

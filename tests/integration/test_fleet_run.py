@@ -1,6 +1,6 @@
 """`agents run`: the whole fleet as child processes against the real broker, with the AI in
-replay mode (the recorded cassettes through the real SDK). Afterwards every message a publisher
-got a confirm for is accounted for, and the merged log stream has the specified shapes."""
+replay mode (the cassettes through the real SDK), its stdout piped. Afterwards every message a
+publisher got a confirm for is accounted for, and the merged log stream has the specified shapes."""
 
 from __future__ import annotations
 
@@ -107,7 +107,6 @@ def test_a_user_without_configure_permission_is_one_line_not_a_traceback(
 def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
     rabbit_env: dict[str, str], tmp_path: Path
 ) -> None:
-    log_file = tmp_path / "fleet.jsonl"
     env = {
         **os.environ,
         **FAST,
@@ -124,8 +123,6 @@ def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
             "run",
             "--duration",
             str(DURATION_S),
-            "--log-file",
-            str(log_file),
         ],
         env=env,
         capture_output=True,
@@ -135,9 +132,12 @@ def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
     )
     took = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-2000:]
-    lines: list[dict[str, Any]] = [json.loads(line) for line in log_file.read_text().splitlines()]
+    # Piped, stdout is exactly the JSON lines of the Loki contract, nothing else.
+    lines: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
     for line in lines:
         assert tuple(line) == REQUIRED_KEYS
+    assert "starting 5 agents" not in result.stdout + result.stderr
+    assert "draw this run: uv run --extra report agents report" in result.stderr
 
     def having(message: str, level: str | None = None) -> list[dict[str, Any]]:
         return [

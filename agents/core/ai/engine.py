@@ -23,6 +23,7 @@ from agents.core.ai.client import (
     DryRunClient,
     Mode,
     ModelRequest,
+    cassette_metadata,
     live_sdk,
     load_cassette,
     recorded_for,
@@ -68,16 +69,29 @@ def resolve_mode(settings: CommonSettings, cwd: Path | None = None) -> ModeChoic
     path = cs.cassette_path(directory, settings.agent_type)
     if not path.is_file():
         return ModeChoice("dry-run", f"no ANTHROPIC_API_KEY and no cassette at {path}")
-    found = recorded_for(load_cassette(path), settings.claude_model, settings.max_tokens)
+    cassette = load_cassette(path)
+    found = recorded_for(cassette, settings.claude_model, settings.max_tokens)
     if not found:
         return ModeChoice(
             "dry-run",
             f"no ANTHROPIC_API_KEY, and {path} has no recording for "
             f"CLAUDE_MODEL={settings.claude_model} MAX_TOKENS={settings.max_tokens}",
         )
-    return ModeChoice(
-        "replay", f"no ANTHROPIC_API_KEY; replaying {found} recorded answers from {path}", path
-    )
+    return ModeChoice("replay", f"no ANTHROPIC_API_KEY; {replay_label(cassette, found)}", path)
+
+
+def replay_label(cassette: Any, found: int) -> str:
+    """What replay plays, as its metadata says: synthetic answers until a real recording."""
+    metadata = cassette_metadata(cassette)
+    where = cassette.path
+    if metadata.get("synthetic", True):
+        return (
+            f"replaying {found} SYNTHETIC answers from {where} (written by rules, not by "
+            "Claude; `nox -s record` with a key records real ones)"
+        )
+    when = metadata.get("recorded_at", "an unknown date")
+    model = metadata.get("model")
+    return f"replaying {found} answers recorded from Claude ({model}, {when}) from {where}"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """`python -m agents.core.ai.record` (run by `nox -s record`): re-record the cassettes live.
 
-Drives each agent's prompts through a scripted set of situations (empty queues, a growing
-backlog, errors...) against the real API and writes `cassettes/<agent_type>.yaml`, replacing the
-synthetic seeds. Credential headers are filtered out and volatile headers stripped before
-anything reaches disk. Needs ANTHROPIC_API_KEY; costs well under a cent with the default model.
+Drives each agent's prompts through a grid of situations (empty queues to a flood, both
+publishing rates, every priority, no errors to many: the states the scenarios reach) against the
+real API and writes `cassettes/<agent_type>.yaml`, replacing the synthetic seeds, each with a
+metadata header (when, model, SDK, API version, endpoint, synthetic or real). Credential headers
+are filtered out and volatile headers stripped before anything reaches disk. Needs
+ANTHROPIC_API_KEY; 161 calls of a few hundred tokens, an estimated cent at most with the default
+model (never measured: no recording has been made yet). With ANTHROPIC_BASE_URL set to
+another endpoint the result is labelled synthetic (tests record through a local fake this way).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import io
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,49 +36,85 @@ from agents.core.settings import (
 
 KEPT_REQUEST_HEADERS = ("content-type", "anthropic-version")
 
-# (label, arguments) per agent type: the situations a recording should cover.
-SCENARIOS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "publisher": [
-        ("empty queues", {"depths": (0, 0), "intervals": (5.0, 10.0)}),
-        ("steady", {"depths": (12, 8), "intervals": (5.0, 10.0)}),
-        ("growing backlog", {"depths": (450, 300), "intervals": (5.0, 10.0)}),
-        ("large backlog", {"depths": (5000, 4200), "intervals": (8.0, 15.0)}),
-        ("fictional only backlog", {"depths": (900, 3), "intervals": (5.0, 10.0)}),
-        ("drained after slow-down", {"depths": (1, 0), "intervals": (30.0, 60.0)}),
-    ],
-    "consumer": [
-        ("fictional, low priority, idle", {"genre": "fictional", "priority": 1, "depth": 0}),
-        ("non-fictional, normal", {"genre": "non-fictional", "priority": 3, "depth": 15}),
-        ("backlog", {"genre": "fictional", "priority": 2, "depth": 800}),
-        ("urgent", {"genre": "non-fictional", "priority": 5, "depth": 40}),
-        ("odd priority", {"genre": "fictional", "priority": 200, "depth": 5}),
-    ],
-    "monitor": [
+# The situations a recording covers, per agent type: a grid over the numbers in each prompt, so
+# that nearest-match replay (cassettes.nearest) answers every state the scenarios reach
+# (agents/scenarios.py) with the recording made nearest to it. The grid's values are the
+# scenarios' own: publishers at the normal 5 s / 10 s and slowed 20 s / 40 s; queues empty,
+# a few, a surge of hundreds, an incident flood of thousands; errors none, a few, many.
+# Nearest-match compares each number on its own (cassettes.distance), so the grid is a product
+# over each queue's depth: a backlog in one queue and none in the other is its own situation.
+PUBLISHER_INTERVALS = ((5.0, 10.0), (20.0, 40.0))
+PUBLISHER_FICTIONAL = (0, 3, 15, 60, 200, 600, 2500, 5000)
+PUBLISHER_NONFICTIONAL = (0, 5, 30, 200, 2500)
+CONSUMER_PRIORITIES = (1, 2, 3, 4, 5)
+CONSUMER_DEPTHS = (0, 30, 300, 3000)
+MONITOR_FICTIONAL = (0, 15, 250, 2500, 6000)
+MONITOR_NONFICTIONAL = (0, 15, 250, 2500)
+MONITOR_ERRORS = (0, 3, 30)
+
+
+def _situations() -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    publisher = [
         (
-            "healthy",
-            {"published": 120, "depths": {"fictional": 3, "non-fictional": 2}, "errors": 0},
-        ),
+            f"depths {f}/{n} at {fi:g}s/{ni:g}s",
+            {"depths": (f, n), "intervals": (fi, ni)},
+        )
+        for fi, ni in PUBLISHER_INTERVALS
+        for f in PUBLISHER_FICTIONAL
+        for n in PUBLISHER_NONFICTIONAL
+    ]
+    consumer = [
         (
-            "backlog",
-            {"published": 150, "depths": {"fictional": 900, "non-fictional": 700}, "errors": 0},
-        ),
-        (
-            "errors",
-            {"published": 90, "depths": {"fictional": 10, "non-fictional": 4}, "errors": 12},
-        ),
-        ("stalled", {"published": 0, "depths": {"fictional": 0, "non-fictional": 0}, "errors": 0}),
-        (
-            "failing",
-            {"published": 30, "depths": {"fictional": 4000, "non-fictional": 3500}, "errors": 80},
-        ),
-    ],
-}
+            f"priority {priority}, depth {depth}",
+            {"genre": "fictional", "priority": priority, "depth": depth},
+        )
+        for depth in CONSUMER_DEPTHS
+        for priority in CONSUMER_PRIORITIES
+    ]
+
+    def monitor_args(published: int, f: int, n: int, errors: int) -> dict[str, Any]:
+        depths = {"fictional": f, "non-fictional": n}
+        return {"published": published, "depths": depths, "errors": errors}
+
+    monitor = [("stalled: nothing published", monitor_args(0, 0, 0, 0))] + [
+        (f"depths {f}/{n}, errors {errors}", monitor_args(40, f, n, errors))
+        for f in MONITOR_FICTIONAL
+        for n in MONITOR_NONFICTIONAL
+        for errors in MONITOR_ERRORS
+    ]
+    return {"publisher": publisher, "consumer": consumer, "monitor": monitor}
+
+
+SCENARIOS: dict[str, list[tuple[str, dict[str, Any]]]] = _situations()
 
 SETTINGS: dict[str, type[CommonSettings]] = {
     "publisher": PublisherSettings,
     "consumer": ConsumerSettings,
     "monitor": MonitorSettings,
 }
+
+
+OFFICIAL_API = "https://api.anthropic.com"
+
+
+def cassette_header(
+    *, synthetic: bool, model: str, generator: str, note: str, endpoint: str = OFFICIAL_API
+) -> dict[str, Any]:
+    """The metadata every cassette carries: when, with what, and whether the answers are real.
+    `synthetic` is what the start-up line and the README label go by."""
+    import anthropic
+    from anthropic._constants import ANTHROPIC_API_VERSION
+
+    return {
+        "synthetic": synthetic,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": model,
+        "sdk": f"anthropic-python {anthropic.__version__}",
+        "api_version": ANTHROPIC_API_VERSION,
+        "endpoint": endpoint,
+        "generator": generator,
+        "note": note,
+    }
 
 
 def _before_record_request(request: Any) -> Any:
@@ -160,10 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         sdk = live_sdk(key, settings.anthropic_base_url, settings.ai_timeout_seconds)
         return AnthropicClient(sdk, settings.claude_model, "live", clock)
 
+    endpoint = (base.anthropic_base_url or OFFICIAL_API).rstrip("/")
+    official = endpoint == OFFICIAL_API
     failed = False
     for agent_type in cs.AGENT_TYPES:
         path = cs.cassette_path(directory, agent_type)
-        with recording(path, {"synthetic": False, "model": base.claude_model}):
+        header = cassette_header(
+            synthetic=not official,
+            model=base.claude_model,
+            generator="nox -s record (python -m agents.core.ai.record)",
+            note="real answers from the Anthropic API"
+            if official
+            else f"answers from {endpoint} (ANTHROPIC_BASE_URL), not the Anthropic API",
+            endpoint=endpoint,
+        )
+        with recording(path, header):
             fallbacks = drive(agent_type, live)
         print(f"record: {path}: {len(SCENARIOS[agent_type])} situations, fallbacks: {fallbacks}")
         failed = failed or bool(fallbacks)

@@ -21,9 +21,21 @@ from anthropic.types import Message, TextBlock, Usage
 from agents.core.ai import cassettes as cs
 from agents.core.ai.client import AnthropicClient, DecisionClient, live_sdk
 from agents.core.ai.prompts import numbers_of
-from agents.core.ai.record import drive, recording
+from agents.core.ai.record import SETTINGS, cassette_header, drive, recording
 from agents.core.clock import FakeClock
-from agents.core.settings import CommonSettings
+from agents.core.settings import CommonSettings, load_settings
+
+# The rules behind the synthetic answers, chosen to be what a sensible operator would do, and so
+# that the scenarios' states (agents/scenarios.py) get every action:
+BACKLOG_SLOW_DOWN = 150  # publisher: a backlog this deep means publish slower...
+SLOWED_INTERVAL = 20.0  # ...unless already at or past this interval (then wait for the drain)
+DRAINED = 20  # publisher: below this, a slowed publisher returns to the normal rate
+NORMAL_INTERVALS = (5.0, 10.0)
+BATCH_DEPTH = 100  # consumer: routine (priority <= 2) messages behind this many are batched
+FLAG_DEPTH = 1000  # consumer: an urgent (priority 5) message behind this many is flagged
+WARNING_BACKLOG = 100  # monitor
+CRITICAL_BACKLOG = 5000
+CRITICAL_ERRORS = 10
 
 
 def synthetic_answer(prompt: str) -> dict[str, object]:
@@ -31,49 +43,66 @@ def synthetic_answer(prompt: str) -> dict[str, object]:
     numbers = numbers_of(prompt)
     if prompt.startswith("You are a publisher agent"):
         fictional, nonfictional, f_interval, n_interval = numbers[:4]
-        backlog = fictional + nonfictional
-        if backlog > 200:
+        backlog = int(fictional + nonfictional)
+        if backlog >= BACKLOG_SLOW_DOWN and f_interval < SLOWED_INTERVAL:
             return {
                 "action": "slow_down",
-                "fictional_interval": round(f_interval * 2, 1),
-                "nonfictional_interval": round(n_interval * 2, 1),
-                "reasoning": f"Backlog of {int(backlog)} messages: halving the publish rate.",
+                "fictional_interval": round(f_interval * 4, 1),
+                "nonfictional_interval": round(n_interval * 4, 1),
+                "reasoning": f"Backlog of {backlog} messages: publishing 4x slower "
+                "until the consumers catch up.",
             }
-        if backlog < 5 and f_interval > 5:
+        if backlog >= BACKLOG_SLOW_DOWN:
+            return {
+                "action": "continue",
+                "fictional_interval": f_interval,
+                "nonfictional_interval": n_interval,
+                "reasoning": f"Backlog of {backlog}, already publishing slowly: "
+                "let the consumers drain it.",
+            }
+        if backlog < DRAINED and f_interval > NORMAL_INTERVALS[0]:
             return {
                 "action": "speed_up",
-                "fictional_interval": max(5.0, round(f_interval / 2, 1)),
-                "nonfictional_interval": max(10.0, round(n_interval / 2, 1)),
-                "reasoning": "Queues are drained: back towards the normal rate.",
+                "fictional_interval": NORMAL_INTERVALS[0],
+                "nonfictional_interval": NORMAL_INTERVALS[1],
+                "reasoning": f"Queues drained ({backlog} left): back to the normal rate.",
             }
         return {
             "action": "continue",
             "fictional_interval": f_interval,
             "nonfictional_interval": n_interval,
-            "reasoning": "Queue depths are low and stable.",
+            "reasoning": f"Queue depths are low ({backlog}) and stable.",
         }
     if prompt.startswith("Message received"):
-        priority, depth = numbers[0], numbers[1]
-        if priority > 5:
-            return {"action": "flag", "reasoning": "Priority outside the usual 1-5 range."}
-        if depth > 200 and priority <= 2:
-            return {"action": "batch", "reasoning": "Deep queue and low priority: batch it."}
+        priority, depth = int(numbers[0]), int(numbers[1])
+        if priority > 5 or (priority == 5 and depth >= FLAG_DEPTH):
+            return {
+                "action": "flag",
+                "reasoning": f"Urgent message stuck behind {depth} queued: "
+                "unusual, flag it for a human.",
+            }
+        if depth >= BATCH_DEPTH and priority <= 2:
+            return {
+                "action": "batch",
+                "reasoning": f"{depth} queued and priority {priority}: batch it.",
+            }
         return {"action": "process", "reasoning": "Normal message: process immediately."}
     published, *depths, errors = numbers
-    backlog = sum(depths)
+    backlog = int(sum(depths))
     issues, suggestions = [], []
     if errors:
-        issues.append(f"{int(errors)} errors in the last 5 minutes")
+        issues.append(f"{int(errors)} errors in the summary window")
         suggestions.append("Inspect the dead-letter queue")
-    if backlog > 1000:
-        issues.append(f"Queue backlog of {int(backlog)} messages")
+    if backlog >= WARNING_BACKLOG:
+        issues.append(f"Queue backlog of {backlog} messages")
         suggestions.append("Consider scaling consumers")
     if published == 0:
         issues.append("No messages published")
         suggestions.append("Check that the publishers are running")
     status = "healthy"
     if issues:
-        status = "critical" if errors > 50 or backlog > 5000 else "warning"
+        critical = errors >= CRITICAL_ERRORS or backlog >= CRITICAL_BACKLOG
+        status = "critical" if critical else "warning"
     return {"status": status, "issues": issues, "suggestions": suggestions}
 
 
@@ -116,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for agent_type in cs.AGENT_TYPES:
         path = cs.cassette_path(directory, agent_type)
-        metadata = {
-            "synthetic": True,
-            "generator": "python -m agents.core.ai.seed",
-            "note": "synthetic answers built from anthropic.types.Message; "
-            "`nox -s record` replaces this file with real recordings",
-        }
+        metadata = cassette_header(
+            synthetic=True,
+            model=load_settings(SETTINGS[agent_type]).claude_model,
+            generator="python -m agents.core.ai.seed",
+            note="synthetic answers built from anthropic.types.Message by the rules in "
+            "agents/core/ai/seed.py; `nox -s record` replaces this file with real recordings",
+        )
         with recording(path, metadata):
             fallbacks = drive(agent_type, offline, {"anthropic_api_key": None})
         if fallbacks:

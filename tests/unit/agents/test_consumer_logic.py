@@ -223,6 +223,24 @@ def test_the_engine_sees_the_queue_depth_sampled_from_the_broker(
     assert "genre=fictional" in request.prompt
 
 
+def test_a_backlog_read_between_deliveries_reaches_the_engine_without_a_step(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """Under a backlog pika dispatches delivery after delivery inside one process_events call,
+    so step() does not run: the depth the AI sees must still be refreshed (it was stuck at the
+    value from before the backlog, so a deep queue never got "batch")."""
+    rig, consumer = consumer_for(make_rig, ai_decision_rate=1.0)
+    consumer.step()
+    rig.broker.deliver(body())
+    rig.broker.depths = {"fictional": 800, "non-fictional": 7}
+    rig.clock.advance(6)
+    rig.broker.deliver(body())
+    assert [r.prompt.split("queue_depth=")[1].split(".")[0] for r in rig.client.requests] == [
+        "0",
+        "800",
+    ]
+
+
 @pytest.mark.parametrize("rate", [0.1, 0.3])
 def test_sampling_rate_is_respected_with_a_seeded_rng(
     make_rig: Callable[..., Rig], rate: float

@@ -1,0 +1,101 @@
+"""`agents run` at a terminal: under a pseudo-terminal (pexpect) a person gets the readable view
+(header, event lines, status line, summary), never a raw JSON line, while --log-file keeps the
+full JSON. The first line comes before any heavy import."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from agents.core.logs import REQUIRED_KEYS
+from tests.integration.test_fleet_run import FAST, ROOT, free_port
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+HEAVY = ("pydantic", "pika", "anthropic", "influxdb_client", "rich", "httpx")
+
+
+def test_the_first_line_comes_before_any_heavy_import(tmp_path: Path) -> None:
+    env = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(free_port())}
+    started = time.monotonic()
+    child = pexpect.spawn(
+        sys.executable,
+        ["-X", "importtime", "-m", "agents", "run", "--duration", "1"],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
+    )
+    child.expect("starting 5 agents")
+    first_line_s = time.monotonic() - started
+    before = child.before
+    child.expect(pexpect.EOF)
+    child.close()
+    imported = [line.split("|")[-1].strip() for line in before.splitlines() if "|" in line]
+    heavy = [name for name in imported if name.split(".")[0] in HEAVY]
+    assert heavy == [], heavy
+    assert "not reachable" in child.before  # and then the run goes on as before
+    print(f"first line after {first_line_s:.2f} s (under -X importtime, on this machine's load)")
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    log_file = tmp_path / "fleet.jsonl"
+    env = {
+        **os.environ,
+        **FAST,
+        "METRICS_FILE": str(tmp_path / "metrics.lp"),
+        "CASSETTES_DIR": str(ROOT / "cassettes"),
+        "TERM": "xterm-256color",
+    }
+    env.pop("DRY_RUN", None)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "agents", "run", "--log-file", str(log_file)],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=300,  # the agents' start-up is slow on a loaded 2-core machine
+        dimensions=(50, 180),
+    )
+    child.expect("starting 5 agents")
+    child.expect("scenario steady")
+    child.expect("metrics -> ")
+    child.expect("AI mode")
+    child.expect("replay")
+    child.expect("SYNTHETIC")
+    child.expect(r"AI (continue|process)")
+    child.expect(r"\| queues fictional=\d+")
+    child.expect(r"AI (continue|process|healthy)")
+    child.expect("5/5 agents up")  # a Ctrl-C during an agent's imports is a traceback
+    # Ctrl-C at the terminal: SIGINT to the whole foreground process group, agents included.
+    child.sendintr()
+    child.expect("run summary")
+    child.expect(r"fleet count: \d+ confirmed by the broker")
+    child.expect("draw this run: uv run --extra report agents report --since")
+    child.expect(pexpect.EOF)
+    summary = ANSI.sub("", child.before or "")
+    child.close()
+    assert child.exitstatus == 0, summary
+    # Nothing on the screen is a raw JSON log line...
+    screen = ANSI.sub("", child.before or "")
+    assert '{"timestamp"' not in screen
+    # ...and the log file has every line in the contract's shape.
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert lines and all(tuple(line) == REQUIRED_KEYS for line in lines)
+    messages = [line["message"] for line in lines]
+    assert "Message published" in messages and "Message consumed" in messages
+    assert sum(1 for line in lines if line["level"] == "AI_DECISION") >= 2
+    # The embedded metrics file is said once, at INFO, not five WARNINGs.
+    assert [line["level"] for line in lines if line["message"] == "Metrics destination"] == ["INFO"]
+    assert not [line for line in lines if "INFLUXDB_URL is not set" in line["message"]]
