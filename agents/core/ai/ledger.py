@@ -509,9 +509,17 @@ class RedisLedger:
     @classmethod
     def from_url(cls, url: str, prefix: str, **kw: Any) -> RedisLedger:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         client = redis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+            # One quick retry for a dropped connection; beyond that the call is refused (fail
+            # closed) rather than held for redis-py's default ten retries with backoff.
+            retry=Retry(NoBackoff(), 1),
         )
         kw.setdefault("description", f"redis prefix={prefix}")
         return cls(client, prefix, **kw)
