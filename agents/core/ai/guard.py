@@ -169,8 +169,10 @@ class CostGuard:
         ledger: Ledger | None = None,
         agent: str = "agent",
         observer: BudgetObserver | None = None,
+        refusal_backoff_s: float = CAP_REFUSAL_BACKOFF_S,
     ) -> None:
         self.limits = limits
+        self.refusal_backoff_s = refusal_backoff_s
         self.agent = agent
         self.ledger: Ledger = ledger if ledger is not None else memory_ledger()
         self.observer = observer or BudgetObserver()
@@ -205,10 +207,10 @@ class CostGuard:
                 if admission.refused == RATE_LIMITED:
                     pass
                 elif admission.refused == API_SPEND_LIMIT:
-                    self._backoff_until = now + CAP_REFUSAL_BACKOFF_S
+                    self._backoff_until = now + self.refusal_backoff_s
                     self._backoff_reason = API_SPEND_LIMIT
                 else:
-                    self._backoff_until = now + CAP_REFUSAL_BACKOFF_S
+                    self._backoff_until = now + self.refusal_backoff_s
                     self._backoff_reason = admission.refused
             self.observer.usage(admission.usage, admission.refused)
             raise Refused(admission.refused, admission.detail)

@@ -165,6 +165,22 @@ def first_refusal(request: Request, usage: Sequence[Usage]) -> tuple[str, str] |
     return None
 
 
+def max_window_sum(points: Iterable[tuple[float, float]], window: float) -> float:
+    """The largest sum of values over any window (t - window, t] of (time, value) points: the
+    replay check that no sliding window ever exceeded a cap. Sums change only at a point's
+    time, so windows ending at points are the only ones to look at."""
+    ordered = sorted(points)
+    best = total = 0.0
+    low = 0
+    for at, value in ordered:
+        total += value
+        while ordered[low][0] <= at - window:
+            total -= ordered[low][1]
+            low += 1
+        best = max(best, total)
+    return best
+
+
 def _sane(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
