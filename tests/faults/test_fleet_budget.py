@@ -9,7 +9,7 @@ What this rules out:
   the ledger and are refused, instead of starting with empty windows;
 - LiteLLM #35524 (unpriced calls not reserved): the model is priced from the table before the
   call and every call reserves its worst case, so even a model missing from the table is capped
-  (tests/unit/ai/test_ai_engine.py covers the unknown-model price).
+  (tests/integration/test_ai_spend_limits.py checks the reservation of an unpriced model).
 
 The negative control runs the same fleet with one ledger per process (what a per-process guard
 amounts to) and shows the bill exceeding the cap: the assertion can fail.
@@ -121,7 +121,11 @@ def run_budget_fleet(
         }
         return {
             "scenario": "fleet_budget" + ("_per_process_ledgers" if per_process_ledger else ""),
-            "ledger": dict(ledger_env) or {"BUDGET_LEDGER": "var/budget.sqlite (default)"},
+            "ledger": (
+                "one BUDGET_LEDGER file per consumer (the control)"
+                if per_process_ledger
+                else dict(ledger_env) or "var/budget.sqlite (the default, shared)"
+            ),
             "fleet_cap_usd": FLEET_CAP,
             "billed_usd": round(claude.billed_usd, 6),
             "billed_calls": claude.billed_calls,

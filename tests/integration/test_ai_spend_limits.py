@@ -13,6 +13,7 @@ import pytest
 
 from agents.core.ai.client import resume_time
 from agents.core.ai.ledger import Ledger, memory_ledger
+from agents.core.ai.prices import UNKNOWN_MODEL_PRICE
 from agents.core.ai.testing import Rig, make_rig, message_json, mock_client
 from agents.core.clock import FakeClock
 from agents.core.settings import ConsumerSettings, load_settings
@@ -149,3 +150,36 @@ NOW = datetime(2026, 1, 31, 10, 15, 30, tzinfo=UTC)
 )
 def test_resume_time_reads_the_reset_the_error_names(message: str, expected: datetime) -> None:
     assert resume_time(message, NOW) == expected
+
+
+def test_an_unpriced_model_is_reserved_at_the_dearest_price_before_the_call() -> None:
+    """LiteLLM #35524: calls to a model missing from the price table were not reserved. Here the
+    worst case is in the shared ledger before the request leaves, priced at the conservative
+    unknown-model price, and the actual usage is settled at that price afterwards."""
+    clock = FakeClock()
+    ledger = memory_ledger()
+    seen: list[list[tuple[str, float]]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append([(e.state, e.usd) for e in ledger.entries()])
+        return httpx2.Response(200, json=message_json(OK, input_tokens=100, output_tokens=20))
+
+    # Caps high enough for one worst case at that price (the defaults refuse it outright).
+    settings = load_settings(
+        ConsumerSettings,
+        claude_model="claude-future-9",
+        max_cost_per_10min_usd=1,
+        max_cost_per_hour_usd=1,
+        fleet_max_cost_per_10min_usd=1,
+        fleet_max_cost_per_hour_usd=1,
+    )
+    rig = make_rig(
+        settings, mock_client(handler, clock, model="claude-future-9"), clock=clock, ledger=ledger
+    )
+    decision = rig.engine.decide_consumer("fictional", 3, 10)
+    assert decision.fallback is None
+    ((state, reserved),) = seen[0]
+    assert state == "reserved"
+    assert reserved >= UNKNOWN_MODEL_PRICE.cost(1, settings.max_tokens)
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.usd) == ("settled", UNKNOWN_MODEL_PRICE.cost(100, 20))
