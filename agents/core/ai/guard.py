@@ -69,9 +69,12 @@ __all__ = [
     "Refused",
 ]
 
-# After the ledger refused a call for a cap, refuse locally for this long before asking again:
-# a consumer that asks on every message must not turn an exhausted budget into a write storm.
+# After the ledger refused a call (a cap, the rate limit, a pause), refuse locally for this long
+# before asking again: a consumer that asks on every message must not turn an exhausted budget
+# into a write storm.
 CAP_REFUSAL_BACKOFF_S = 1.0
+# ...and after the ledger could not be reached, this many times as long.
+LEDGER_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -200,24 +203,24 @@ class CostGuard:
         try:
             admission = self.ledger.reserve(request)
         except LedgerUnavailable as exc:
+            # Fail closed, and do not hammer (or wait on) a ledger that is down for every
+            # message: refuse locally for a few seconds before trying it again.
+            self._back_off(now, LEDGER_UNAVAILABLE, LEDGER_RETRY_S)
             self.observer.ledger_error("reserve", str(exc))
             raise Refused(LEDGER_UNAVAILABLE, str(exc)) from exc
         if admission.refused is not None:
-            with self._lock:
-                if admission.refused == RATE_LIMITED:
-                    pass
-                elif admission.refused == API_SPEND_LIMIT:
-                    self._backoff_until = now + self.refusal_backoff_s
-                    self._backoff_reason = API_SPEND_LIMIT
-                else:
-                    self._backoff_until = now + self.refusal_backoff_s
-                    self._backoff_reason = admission.refused
+            self._back_off(now, admission.refused, 1.0)
             self.observer.usage(admission.usage, admission.refused)
             raise Refused(admission.refused, admission.detail)
         with self._lock:
             self._last_admitted = now
         self.observer.usage(_with(admission.usage, usd, tokens), None)
         return Reservation(admission.entry_id, admission.at, tokens, usd)
+
+    def _back_off(self, now: float, reason: str, scale: float) -> None:
+        with self._lock:
+            self._backoff_until = now + self.refusal_backoff_s * scale
+            self._backoff_reason = reason
 
     def _refuse_locally(self, now: float) -> None:
         if now < self._paused_until:

@@ -362,7 +362,10 @@ class SqliteLedger:
 
     def close(self) -> None:
         with self._lock:
-            self._drop()
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> float:
