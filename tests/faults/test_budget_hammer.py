@@ -160,8 +160,12 @@ def run_hammer(
         )
         # Kill a random worker every ~0.3 s and restart it under the same agent id; any entry of
         # a dead worker still `reserved` was a call in flight when it died.
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        # At least `seconds`, and on until enough calls died mid-flight (a loaded machine kills
+        # fewer per second), within a hard limit.
+        started = time.monotonic()
+        while time.monotonic() < started + seconds or (
+            len(crashed) < min_crashed and time.monotonic() < started + 4 * seconds
+        ):
             time.sleep(rng.uniform(0.1, 0.3))
             # Mostly a worker with a call in flight (an open reservation of a live
             # worker); otherwise anyone, wherever it is in its loop.
