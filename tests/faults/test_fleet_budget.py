@@ -114,11 +114,10 @@ def run_budget_fleet(
                 60,
                 "three AI decisions after the restart",
             )
-        codes = {
-            name: process.stop()
-            for name, process in running.procs.items()
-            if process.proc.poll() is None
-        }
+        alive = {n: p for n, p in running.procs.items() if p.proc.poll() is None}
+        for process in alive.values():  # all at once: each agent's shutdown takes a moment
+            process.proc.send_signal(signal.SIGTERM)
+        codes = {name: process.proc.wait(20) for name, process in alive.items()}
         return {
             "scenario": "fleet_budget" + ("_per_process_ledgers" if per_process_ledger else ""),
             "ledger": (
