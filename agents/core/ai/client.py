@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -230,9 +230,9 @@ class AnthropicClient:
         )
 
 
-# Anthropic's own limits are final: not transient, never retried (the SDK would retry them for
-# ever). A 429 whose error.details.error_code names a spend limit, and a 400 saying a self-set
-# workspace limit is reached. We stop until the reset the error names, or an hour.
+# Anthropic's own limits are final: not transient, so never retried (every retry fails until
+# access resumes). A 429 whose error.details.error_code names a spend limit, and a 400 saying a
+# self-set workspace limit is reached. We stop until the reset the error names, or an hour.
 API_SPEND_LIMIT = "api_spend_limit"
 API_USAGE_LIMIT = "api_usage_limit"
 SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
@@ -250,15 +250,12 @@ def resume_time(message: str, now: datetime) -> datetime:
     found = _RESET.search(message)
     if found is not None:
         day, clock, zone = found.groups()
+        offset = "+00:00" if zone in (None, "UTC", "Z") else zone
         try:
-            at = datetime.fromisoformat(f"{day}T{clock or '00:00'}")
-        except ValueError:
+            at: datetime | None = datetime.fromisoformat(f"{day}T{clock or '00:00'}{offset}")
+        except ValueError:  # e.g. 2026-13-45: not a date after all
             at = None
         if at is not None:
-            if zone in (None, "UTC", "Z"):
-                at = at.replace(tzinfo=UTC)
-            else:
-                at = datetime.fromisoformat(f"{day}T{clock or '00:00'}{zone}")
             wait = (at - now).total_seconds()
             return now + timedelta(seconds=min(max(wait, 60.0), MAX_PAUSE_S))
     return now + timedelta(seconds=DEFAULT_PAUSE_S)
