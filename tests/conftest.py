@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from base64 import b64encode
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -143,3 +144,40 @@ def rabbit_env(vhost: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.delenv("INFLUXDB_URL", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     return env
+
+
+# --- Redis (the shared spend ledger across hosts) ---------------------------------------------
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class RedisSpace:
+    """A Redis connection and a key prefix no other test (or helper) uses."""
+
+    client: Any
+    prefix: str
+    url: str
+
+
+@pytest.fixture
+def redis_space() -> Iterator[RedisSpace]:
+    """Real Redis on this machine under a fresh key prefix, whose keys are deleted afterwards
+    (never FLUSHALL: the server is shared). Fails under CI=true when Redis is down."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {REDIS_URL} ({exc}); .ci/run starts redis-server"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    prefix = f"test-ledger-{uuid.uuid4().hex[:12]}"
+    try:
+        yield RedisSpace(client, prefix, REDIS_URL)
+    finally:
+        for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000):
+            client.delete(key)
+        client.close()

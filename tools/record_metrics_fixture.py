@@ -162,13 +162,18 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fixture-run-"))
     metrics_file = workdir / "metrics.lp"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("INFLUXDB_", "ANTHROPIC_"))},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("INFLUXDB_", "ANTHROPIC_", "BUDGET_", "FLEET_"))
+        },
         "ANTHROPIC_API_KEY": "fixture-run-not-a-real-key",
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{server.server_port}",
         "DRY_RUN": "false",
         "RABBITMQ_HOST": "127.0.0.1",
         "RABBITMQ_VHOST": vhost,
         "METRICS_FILE": str(metrics_file),
+        "BUDGET_LEDGER": str(workdir / "budget.sqlite"),  # the live fleet's own spend ledger
         "DECISION_INTERVAL_SECONDS": "10",
         "AI_CALL_INTERVAL_SECONDS": "3",
         "AI_DECISION_RATE": "0.5",

@@ -146,8 +146,41 @@ HEALTH = _m(
     "The monitor's health analyses: status_code 0 healthy, 1 warning, 2 critical.",
 )
 
+# --- The spend ledger's view (issue 14) ---------------------------------------------------------
+BUDGET = _m(
+    "ai_budget",
+    {"scope", "window"},
+    {
+        "reserved_usd": float,  # worst cases of calls in flight or of unknown outcome
+        "settled_usd": float,  # actual usage of answered calls
+        "remaining_usd": float,  # the cap minus both
+        "cap_usd": float,
+        "used_ratio": float,
+    },
+    "Spend-cap gauges per window, for the agent (scope=agent) and the whole fleet "
+    "(scope=fleet), as the shared ledger saw them at each reservation.",
+)
+BUDGET_THRESHOLD = _m(
+    "ai_budget_threshold",
+    {"scope", "window", "threshold"},
+    {"budget_threshold_count": int, "used_ratio": float, "cap_usd": float},
+    "One point each time the fleet's spend in a window crosses 50, 80 or 100 % of its cap.",
+)
+# ---------------------------------------------------------------------------------------------
+
 SCHEMA: dict[str, Measurement] = {
-    m.name: m for m in (PUBLISH, CONSUME, AI_DECISION, QUEUE_DEPTH, ERRORS, ANOMALY, HEALTH)
+    m.name: m
+    for m in (
+        PUBLISH,
+        CONSUME,
+        AI_DECISION,
+        QUEUE_DEPTH,
+        ERRORS,
+        ANOMALY,
+        HEALTH,
+        BUDGET,
+        BUDGET_THRESHOLD,
+    )
 }
 
 

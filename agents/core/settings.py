@@ -67,6 +67,17 @@ class CommonSettings(BaseSettings):
     max_cost_per_hour_usd: float = Field(0.09, ge=0, le=1000)
     cassettes_dir: Path = Path("cassettes")
 
+    # --- The fleet's shared spend ledger (issue 14) --------------------------------------
+    # Caps over every agent that shares the ledger, however many run, wherever, after any
+    # number of restarts. Checked with the per-agent caps above, which stay.
+    fleet_max_cost_per_10min_usd: float = Field(0.10, ge=0, le=1000)
+    fleet_max_cost_per_hour_usd: float = Field(0.45, ge=0, le=10_000)
+    # SQLite file shared by the agents of one machine (`agents run`, single agents)...
+    budget_ledger: Path = Path("var/budget.sqlite")
+    # ...or, when set, Redis shared by agents on any number of hosts.
+    budget_redis_url: SecretStr | None = None
+    budget_redis_prefix: str = Field("books-agents:budget", min_length=1, max_length=100)
+
     # --- InfluxDB -----------------------------------------------------------------------
     influxdb_url: str | None = None
     influxdb_token: SecretStr | None = None
@@ -91,6 +102,15 @@ class CommonSettings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("budget_redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(
+            r"^(redis|rediss|unix)://\S+$", value.get_secret_value()
+        ):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
     @field_validator("influxdb_url", "anthropic_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -109,8 +129,19 @@ class CommonSettings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so log and error redaction can scrub them wherever they appear."""
-        values = [self.anthropic_api_key, self.influxdb_token, self.rabbitmq_pass]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        values = [
+            self.anthropic_api_key,
+            self.influxdb_token,
+            self.rabbitmq_pass,
+            self.budget_redis_url,  # may carry a password
+        ]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.budget_redis_url is not None:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.budget_redis_url.get_secret_value()).password
+            found += [password] if password else []
+        return found
 
     def masked(self) -> dict[str, Any]:
         """The resolved settings as JSON-ready data, secrets shown as '**********' (or null)."""

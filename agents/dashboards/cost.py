@@ -8,23 +8,24 @@ listed id that prefixes it (dated ids), else the conservative unknown-model pric
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import gauge as gauge_builders
 from grafana_foundation_sdk.models.common import GraphDrawStyle, GraphThresholdsStyleMode
 
 from agents.core.ai.prices import PRICES, UNKNOWN_MODEL_PRICE, Price
-from agents.core.metrics import AI_DECISION
+from agents.core.metrics import AI_DECISION, BUDGET
 from agents.core.settings import CommonSettings
 from agents.dashboards import common as c
 from agents.dashboards.flux import label, query, rate, reduce, window
 
 UID = "books-cost"
 
-# `agents run` and the compose file start five agents (2 publishers, 2 consumers, 1 monitor),
-# each with its own per-agent caps, so the fleet's caps are five times the defaults.
-FLEET_AGENTS = 5
+# The fleet caps (FLEET_MAX_COST_PER_10MIN_USD, FLEET_MAX_COST_PER_HOUR_USD defaults), which the
+# shared ledger enforces over every agent, however many run.
 _DEFAULTS = CommonSettings.model_fields
-CAP_10MIN_USD = c.fleet_cap(_DEFAULTS["max_cost_per_10min_usd"].default, FLEET_AGENTS)
-CAP_HOUR_USD = c.fleet_cap(_DEFAULTS["max_cost_per_hour_usd"].default, FLEET_AGENTS)
+CAP_10MIN_USD = c.fleet_cap(_DEFAULTS["fleet_max_cost_per_10min_usd"].default, 1)
+CAP_HOUR_USD = c.fleet_cap(_DEFAULTS["fleet_max_cost_per_hour_usd"].default, 1)
 CAP_DAY_USD = round(CAP_HOUR_USD * 24, 6)
+ALERT_RATIO = 0.8  # the provisioned alert rule fires at 80 % of a fleet cap
 
 
 def _price_function(name: str, per_mtok: dict[str, float], unknown: float) -> str:
@@ -98,6 +99,30 @@ def _spend_vs_cap(title: str, every: str, cap: float, description: str) -> c.Tim
     )
 
 
+def fleet_budget(field: str, window_label: str, *steps: str) -> str:
+    """Flux for one field of the fleet's `ai_budget` gauge in one window (every agent reports
+    the fleet as the shared ledger showed it at its last reservation)."""
+    return query(BUDGET, field, where={"scope": "fleet", "window": window_label}, steps=list(steps))
+
+
+def _remaining_gauge(window_label: str, cap: float, words: str) -> gauge_builders.Panel:
+    return c.gauge(
+        f"Fleet budget remaining ({words})",
+        f"What the fleet may still spend in the sliding {words} window: the fleet cap "
+        f"(${cap:.2f}) minus settled spend and the worst cases of calls in flight, as the shared "
+        "spend ledger reported it at the latest reservation of any selected agent "
+        "(ai_budget.remaining_usd, scope=fleet). Orange below 50 %, red below 20 % (the alert "
+        "fires at 80 % used).",
+        c.USD,
+        c.influx(fleet_budget("remaining_usd", window_label, 'sort(columns: ["_time"])', "last()")),
+        steps=c.thresholds(
+            (None, "red"), (cap * (1 - ALERT_RATIO), "orange"), (cap * 0.5, "green")
+        ),
+        maximum=cap,
+        width=6,
+    )
+
+
 def build() -> c.Dashboard:
     total_tokens = c.stat(
         "Total tokens",
@@ -127,8 +152,7 @@ def build() -> c.Dashboard:
     projection = c.stat(
         "Projected cost for 24 h",
         "The estimated cost of the time range scaled to 24 hours at the same rate. Red at the "
-        f"fleet's daily ceiling (${CAP_DAY_USD:.2f}: {FLEET_AGENTS} agents x the hourly cap "
-        "x 24).",
+        f"fleet's daily ceiling (${CAP_DAY_USD:.2f}: the fleet's hourly cap x 24).",
         c.USD,
         c.influx(
             estimated_cost(
@@ -166,17 +190,42 @@ def build() -> c.Dashboard:
         "10m",
         CAP_10MIN_USD,
         "Estimated and recorded spend in each 10-minute window. The dashed line is the fleet's "
-        f"10-minute cap (${CAP_10MIN_USD:.2f} = {FLEET_AGENTS} agents x MAX_COST_PER_10MIN_USD "
-        "default).",
+        f"10-minute cap (${CAP_10MIN_USD:.2f}, FLEET_MAX_COST_PER_10MIN_USD default), which the "
+        "shared spend ledger enforces for any number of agents.",
     )
     per_hour = _spend_vs_cap(
         "Spend per hour vs cap (last 24 h)",
         "1h",
         CAP_HOUR_USD,
         "Estimated and recorded spend in each hour of the last 24 hours. The dashed line is the "
-        f"fleet's hourly cap (${CAP_HOUR_USD:.2f} = {FLEET_AGENTS} agents x "
-        "MAX_COST_PER_HOUR_USD default).",
+        f"fleet's hourly cap (${CAP_HOUR_USD:.2f}, FLEET_MAX_COST_PER_HOUR_USD default).",
     ).time_from("24h")
+    remaining_10min = _remaining_gauge("10min", CAP_10MIN_USD, "10 minutes")
+    remaining_hour = _remaining_gauge("hour", CAP_HOUR_USD, "hour")
+    used = (
+        c.timeseries(
+            "Fleet budget used vs caps (sliding windows)",
+            "The share of each fleet cap in use in its sliding window (10 minutes, one hour), as "
+            "the shared spend ledger reported it at each reservation: settled spend plus the "
+            "worst cases still reserved, over the cap (ai_budget.used_ratio, scope=fleet; the "
+            "highest any selected agent saw in each interval). Orange at 80 % (the provisioned "
+            "alert), red at 100 %: a call that would cross a cap is refused.",
+            "percentunit",
+            *(
+                c.influx(
+                    fleet_budget(
+                        "used_ratio", window_label, window("max"), label(f"per {window_label}")
+                    ),
+                    ref,
+                )
+                for window_label, ref in (("10min", "A"), ("hour", "B"))
+            ),
+            steps=c.thresholds((None, "green"), (ALERT_RATIO, "orange"), (1.0, "red")),
+            width=12,
+        )
+        .thresholds_style(c.threshold_lines(GraphThresholdsStyleMode.DASHED))
+        .axis_soft_max(1.1)
+    )
     return (
         c.dashboard(
             UID,
@@ -190,4 +239,7 @@ def build() -> c.Dashboard:
         .with_panel(calls)
         .with_panel(per_10min)
         .with_panel(per_hour)
+        .with_panel(remaining_10min)
+        .with_panel(remaining_hour)
+        .with_panel(used)
     )

@@ -36,6 +36,8 @@ ANY_TEXT = {
     "RABBITMQ_USER": "a user name",
     "INFLUXDB_ORG": "any org name",
     "INFLUXDB_BUCKET": "any bucket name",
+    "BUDGET_LEDGER": "a path (an unusable file refuses every live call: the ledger fails closed)",
+    "BUDGET_REDIS_PREFIX": "any key prefix (length checked)",
 }
 
 
@@ -85,6 +87,8 @@ def bad_values(name: str, field: FieldInfo) -> list[str]:
         return ["books", "fictional,poetry", ","]
     if name == "anthropic_base_url":
         return ["not a url", "localhost:8080"]
+    if name == "budget_redis_url":
+        return ["redis:6379", "http://redis:6379"]
     return values
 
 

@@ -39,6 +39,7 @@ INFRA_PORTS: dict[str, set[int]] = {
     "loki": {3100},
     "promtail": set(),
     "grafana": {3000},
+    "redis": set(),  # the spend ledger: only the agents reach it, on the compose network
 }
 SETUP_JOBS = ("rabbitmq-setup", "influxdb-setup")
 

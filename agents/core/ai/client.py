@@ -13,8 +13,10 @@ outright (429, 5xx, 529: never billed), a bounded number of times, with a capped
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -59,11 +61,15 @@ class AIError(Exception):
     """A call that produced no usable reply. `reason` goes to the log and the metric as the
     fallback; `billing` tells the guard whether the call may still have been charged."""
 
-    def __init__(self, reason: str, billing: Billing, detail: str = "") -> None:
+    def __init__(
+        self, reason: str, billing: Billing, detail: str = "", resume_at: float | None = None
+    ) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.billing = billing
         self.detail = detail
+        # Set for Anthropic's own spend limits: no call may be sent before this time (epoch s).
+        self.resume_at = resume_at
 
 
 class DecisionClient(Protocol):
@@ -191,6 +197,8 @@ class AnthropicClient:
                 raise AIError("replay_miss", "none", str(exc.__cause__)) from exc
             raise AIError("api_connection_error", "unknown", _cause(exc)) from exc
         except anthropic.RateLimitError as exc:
+            if exc.error_code in SPEND_LIMIT_CODES:
+                raise _spend_limit(API_SPEND_LIMIT, exc, self._clock) from exc
             raise _Retryable(AIError("api_rate_limited", "none", "HTTP 429"), exc) from exc
         except anthropic.OverloadedError as exc:
             raise _Retryable(AIError("api_overloaded", "none", "HTTP 529"), exc) from exc
@@ -200,6 +208,8 @@ class AnthropicClient:
         except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
             raise AIError("api_auth_error", "none", f"HTTP {exc.status_code}") from exc
         except anthropic.APIStatusError as exc:
+            if exc.status_code == 400 and WORKSPACE_LIMIT.search(_api_message(exc)):
+                raise _spend_limit(API_USAGE_LIMIT, exc, self._clock) from exc
             raise AIError(f"api_http_{exc.status_code}", "none", _api_message(exc)) from exc
         except (anthropic.APIResponseValidationError, ValueError) as exc:
             # A 200 whose body is not a message: the call itself may have been billed.
@@ -218,6 +228,48 @@ class AnthropicClient:
         return ModelReply(
             text, input_tokens, usage.output_tokens, message.model, message.stop_reason
         )
+
+
+# Anthropic's own limits are final: not transient, so never retried (every retry fails until
+# access resumes). A 429 whose error.details.error_code names a spend limit, and a 400 saying a
+# self-set workspace limit is reached. We stop until the reset the error names, or an hour.
+API_SPEND_LIMIT = "api_spend_limit"
+API_USAGE_LIMIT = "api_usage_limit"
+SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
+WORKSPACE_LIMIT = re.compile(r"reached your specified (workspace )?API usage limits", re.I)
+DEFAULT_PAUSE_S = 3600.0
+MAX_PAUSE_S = 32 * 86_400.0
+_RESET = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:(?:T|\s+at\s+|\s+)(\d{1,2}:\d{2}(?::\d{2})?))?\s*(UTC|Z|[+-]\d{2}:\d{2})?"
+)
+
+
+def resume_time(message: str, now: datetime) -> datetime:
+    """The reset the error names ("... regain access on 2026-01-01 at 00:00 UTC"), clamped to
+    between a minute and 32 days from now; an hour from now when it names none."""
+    found = _RESET.search(message)
+    if found is not None:
+        day, clock, zone = found.groups()
+        offset = "+00:00" if zone in (None, "UTC", "Z") else zone
+        try:
+            at: datetime | None = datetime.fromisoformat(f"{day}T{clock or '00:00'}{offset}")
+        except ValueError:  # e.g. 2026-13-45: not a date after all
+            at = None
+        if at is not None:
+            wait = (at - now).total_seconds()
+            return now + timedelta(seconds=min(max(wait, 60.0), MAX_PAUSE_S))
+    return now + timedelta(seconds=DEFAULT_PAUSE_S)
+
+
+def _spend_limit(reason: str, exc: anthropic.APIStatusError, clock: Clock) -> AIError:
+    message = _api_message(exc)
+    resume = resume_time(message, clock.now())
+    return AIError(
+        reason,
+        "none",  # refused before any work: not billed
+        f"HTTP {exc.status_code} {exc.error_code or ''} {message}".strip()[:300],
+        resume.timestamp(),
+    )
 
 
 class _Retryable(Exception):

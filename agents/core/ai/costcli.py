@@ -3,8 +3,13 @@
 The plan prices every agent as if it ran live, whatever mode it would resolve to. Per agent and
 per window the bound is the smallest of three independent limits: the spend cap, the rate limiter
 (calls that fit in the window x the worst case of one call) and, per hour, the token budget
-priced at the dearer of the two token prices. The fleet's bound is their sum: no combination of
-answers, failures or retries can exceed it, because the guard enforces each limit per agent.
+priced at the dearer of the two token prices. The fleet's bound is its own caps
+(FLEET_MAX_COST_PER_10MIN_USD, FLEET_MAX_COST_PER_HOUR_USD), enforced in the ledger every agent
+shares, so it holds for any number of agents on any number of hosts; for the five agents of
+`agents run` it is also at most the sum of their own bounds.
+
+The report reads the ledger (spend per agent and for the fleet in the current windows, against
+the caps) and the metrics (tokens, calls and cost over 24 hours).
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from agents.core.ai import prompts, schemas
 from agents.core.ai.engine import input_tokens_upper
 from agents.core.ai.guard import HOUR, TEN_MINUTES, GuardLimits
+from agents.core.ai.ledger import Entry, LedgerUnavailable, open_ledger
 from agents.core.ai.prices import lookup, price_for
 from agents.core.settings import (
     BrokerSettings,
@@ -134,11 +143,19 @@ def plan(env_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     }
     agents = {name: agent_plan(by_type[kind], publisher) for name, kind in FLEET}
     typical_hour = sum(a["typical_usd_per_hour"] for a in agents.values())
+    five_10min = sum(a["usd_per_10min"] for a in agents.values())
+    five_hour = sum(a["usd_per_hour"] for a in agents.values())
     return {
         "agents": agents,
         "fleet": {
-            "usd_per_10min": sum(a["usd_per_10min"] for a in agents.values()),
-            "usd_per_hour": sum(a["usd_per_hour"] for a in agents.values()),
+            # Whatever the number of agents: the fleet caps, checked in the shared ledger.
+            "max_cost_per_10min_usd": publisher.fleet_max_cost_per_10min_usd,
+            "max_cost_per_hour_usd": publisher.fleet_max_cost_per_hour_usd,
+            # These five agents: also bounded by the sum of their own bounds.
+            "usd_per_10min": min(publisher.fleet_max_cost_per_10min_usd, five_10min),
+            "usd_per_hour": min(publisher.fleet_max_cost_per_hour_usd, five_hour),
+            "sum_of_agent_bounds_per_10min": five_10min,
+            "sum_of_agent_bounds_per_hour": five_hour,
             "typical_usd_per_10min": typical_hour / 6,
             "typical_usd_per_hour": typical_hour,
             "typical_usd_per_24h": typical_hour * 24,
@@ -172,7 +189,12 @@ def render_plan(data: Mapping[str, Any]) -> str:
         f"{_usd(fleet['usd_per_hour']):>10} {_usd(fleet['typical_usd_per_hour']):>10}"
     )
     lines.append(
-        f"Provable bound: at most {_usd(fleet['usd_per_10min'])} in any 10 minutes and "
+        f"Provable bound for any number of agents sharing the ledger (fleet caps): at most "
+        f"{_usd(fleet['max_cost_per_10min_usd'])} in any 10 minutes and "
+        f"{_usd(fleet['max_cost_per_hour_usd'])} in any hour."
+    )
+    lines.append(
+        f"These five agents: at most {_usd(fleet['usd_per_10min'])} in any 10 minutes and "
         f"{_usd(fleet['usd_per_hour'])} in any hour. Typical: about "
         f"{_usd(fleet['typical_usd_per_10min'])} per 10 minutes, "
         f"{_usd(fleet['typical_usd_per_24h'])} per 24 h."
@@ -215,6 +237,60 @@ def report(reader: Any, now: datetime | None = None) -> dict[str, Any]:
     return {"window_hours": 24, "agents": agents, "total": total}
 
 
+def ledger_report(entries: Sequence[Entry], settings: CommonSettings, now: float) -> dict[str, Any]:
+    """Spend per agent and for the fleet in the current 10-minute and one-hour windows, from the
+    ledger: settled (answered calls), reserved (in flight, or outcome unknown: worst case)."""
+    windows = {"10min": TEN_MINUTES, "hour": HOUR}
+
+    def totals(selected: Sequence[Entry]) -> dict[str, float]:
+        row: dict[str, float] = {}
+        for label, seconds in windows.items():
+            inside = [e for e in selected if e.at > now - seconds]
+            row[f"calls_{label}"] = float(sum(e.state != "released" for e in inside))
+            row[f"settled_usd_{label}"] = sum(e.usd for e in inside if e.state == "settled")
+            row[f"reserved_usd_{label}"] = sum(
+                e.usd for e in inside if e.state in ("reserved", "kept")
+            )
+            row[f"usd_{label}"] = row[f"settled_usd_{label}"] + row[f"reserved_usd_{label}"]
+        return row
+
+    recent = [e for e in entries if e.at > now - HOUR]
+    fleet = totals(recent)
+    caps = {
+        "10min": settings.fleet_max_cost_per_10min_usd,
+        "hour": settings.fleet_max_cost_per_hour_usd,
+    }
+    for label, cap in caps.items():
+        fleet[f"cap_usd_{label}"] = cap
+        fleet[f"remaining_usd_{label}"] = max(0.0, cap - fleet[f"usd_{label}"])
+    names = sorted({e.agent for e in recent})
+    return {
+        "agents": {name: totals([e for e in recent if e.agent == name]) for name in names},
+        "fleet": fleet,
+    }
+
+
+def render_ledger(data: Mapping[str, Any], where: str) -> str:
+    header = (
+        f"{'agent':<12} {'calls 10m':>9} {'spent 10m':>10} {'in flight':>10} "
+        f"{'calls 1h':>8} {'spent 1h':>10}"
+    )
+    lines = [f"Spend in the current windows (from the ledger, {where}):", header]
+    for name, r in [*data["agents"].items(), ("fleet", data["fleet"])]:
+        lines.append(
+            f"{name:<12} {int(r['calls_10min']):>9} {_usd(r['usd_10min']):>10} "
+            f"{_usd(r['reserved_usd_10min']):>10} {int(r['calls_hour']):>8} "
+            f"{_usd(r['usd_hour']):>10}"
+        )
+    fleet = data["fleet"]
+    lines.append(
+        f"Fleet remaining: {_usd(fleet['remaining_usd_10min'])} of "
+        f"{_usd(fleet['cap_usd_10min'])} per 10 minutes, {_usd(fleet['remaining_usd_hour'])} of "
+        f"{_usd(fleet['cap_usd_hour'])} per hour."
+    )
+    return "\n".join(lines)
+
+
 def render_report(data: Mapping[str, Any]) -> str:
     header = (
         f"{'agent':<12} {'calls':>6} {'decisions':>9} {'fallbacks':>9} {'tokens':>9} "
@@ -240,13 +316,43 @@ def main(args: argparse.Namespace) -> int:
     from agents.core.metrics_read import MetricsReadError, reader_from_settings
 
     settings = load_settings(BrokerSettings)
+    code = 0
+    ledger_data: dict[str, Any] | None = None
+    where = _ledger_where(settings)
     try:
-        data = report(reader_from_settings(settings))
+        ledger_data = ledger_report(_read_ledger(settings), settings, time.time())
+    except LedgerUnavailable as exc:
+        print(f"agents cost report: cannot read the ledger ({where}): {exc}", file=sys.stderr)
+        code = 1
+    metrics_data: dict[str, Any] | None = None
+    try:
+        metrics_data = report(reader_from_settings(settings))
     except MetricsReadError as exc:
-        print(f"agents cost report: cannot read the metrics: {exc}")
-        return 1
-    print(json.dumps(data, indent=2) if args.json else render_report(data))
-    return 0
+        print(f"agents cost report: cannot read the metrics: {exc}", file=sys.stderr)
+        code = 1
+    if args.json:
+        print(json.dumps({"ledger": ledger_data, "metrics": metrics_data}, indent=2))
+    else:
+        parts = [render_ledger(ledger_data, where)] if ledger_data is not None else []
+        parts += [render_report(metrics_data)] if metrics_data is not None else []
+        print("\n\n".join(parts))
+    return code
+
+
+def _ledger_where(settings: CommonSettings) -> str:
+    if settings.budget_redis_url is not None:
+        return f"redis prefix={settings.budget_redis_prefix}"
+    return f"sqlite:{settings.budget_ledger}"
+
+
+def _read_ledger(settings: CommonSettings) -> list[Entry]:
+    if settings.budget_redis_url is None and not Path(settings.budget_ledger).is_file():
+        return []  # nothing spent yet on this machine; do not create the file for a report
+    ledger = open_ledger(settings).ledger
+    try:
+        return ledger.entries(time.time() - HOUR - 60)
+    finally:
+        ledger.close()
 
 
 def _json_default(value: object) -> object:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.core.ai import cassettes as cs
 from agents.core.ai import prompts, schemas
+from agents.core.ai.budget import BudgetWatch
 from agents.core.ai.client import (
     AIError,
     AnthropicClient,
@@ -30,6 +32,7 @@ from agents.core.ai.client import (
     replay_sdk,
 )
 from agents.core.ai.guard import CostGuard, GuardLimits, Refused
+from agents.core.ai.ledger import Ledger, memory_ledger, open_ledger
 from agents.core.ai.prices import FREE, Price, lookup, price_for
 from agents.core.ai.schemas import ConsumerDecision, MonitorAnalysis, PublisherDecision
 from agents.core.clock import Clock
@@ -116,6 +119,7 @@ class DecisionEngine:
         clock: Clock,
         client: DecisionClient,
         why: str = "",
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.logger = logger
@@ -123,7 +127,11 @@ class DecisionEngine:
         self.clock = clock
         self.client = client
         self.why = why
-        self.guard = CostGuard(GuardLimits.from_settings(settings), clock)
+        ledger = ledger if ledger is not None else memory_ledger()
+        self.budget = BudgetWatch(logger, metrics, clock.monotonic, ledger.description)
+        self.guard = CostGuard(
+            GuardLimits.from_settings(settings), clock, ledger, settings.agent_id, self.budget
+        )
         # Replay and dry-run spend nothing; the guard still meters them the same way.
         self.price: Price = price_for(settings.claude_model) if client.mode == "live" else FREE
 
@@ -145,6 +153,9 @@ class DecisionEngine:
             "max_tokens_per_hour": limits.max_tokens_per_hour,
             "max_cost_per_10min_usd": limits.max_usd_per_10min,
             "max_cost_per_hour_usd": limits.max_usd_per_hour,
+            "fleet_max_cost_per_10min_usd": limits.fleet_max_usd_per_10min,
+            "fleet_max_cost_per_hour_usd": limits.fleet_max_usd_per_hour,
+            "budget_ledger": self.guard.ledger.description,
             "timeout_s": self.settings.ai_timeout_seconds,
             "max_retries": self.settings.ai_max_retries,
         }
@@ -280,6 +291,7 @@ class DecisionEngine:
         try:
             reservation = self.guard.reserve(input_tokens_upper(prompt, schema), self.price)
         except Refused as refusal:
+            # An unavailable ledger is logged (once a minute) and counted by the budget watch.
             return done(default(refusal.reason))
         request = ModelRequest(self.settings.agent_type, prompt, self.settings.max_tokens, schema)
         try:
@@ -289,6 +301,9 @@ class DecisionEngine:
                 self.guard.release(reservation)
             else:
                 self.guard.keep_worst_case(reservation)
+            if exc.resume_at is not None:
+                self._stop_calling(exc, exc.resume_at)
+                return done(default(exc.reason), called=True)
             self.logger.warning(
                 "AI call failed; using the default decision",
                 ai_fallback=exc.reason,
@@ -319,6 +334,20 @@ class DecisionEngine:
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             cost_usd=settled.usd,
+        )
+
+    def _stop_calling(self, exc: AIError, resume_at: float) -> None:
+        """Anthropic's own spend limit is final: no agent sharing the ledger calls again before
+        the reset (one ERROR here; the others' refusals say `api_spend_limit_paused`)."""
+        self.guard.pause_until(resume_at)
+        self.metrics.error(exc.reason)
+        resume = datetime.fromtimestamp(resume_at, UTC).isoformat(timespec="seconds")
+        self.logger.error(
+            "Anthropic spend limit reached: no AI calls until it resets",
+            ai_fallback=exc.reason,
+            ai_mode=self.mode,
+            error=exc.detail,
+            resume_at=resume,
         )
 
     def _emit(
@@ -397,14 +426,23 @@ def build_engine(
     *,
     client: DecisionClient | None = None,
     cwd: Path | None = None,
+    ledger: Ledger | None = None,
 ) -> DecisionEngine:
-    """Resolve the mode once, log it and why, and return the agent's engine."""
+    """Resolve the mode once, log it and why, and return the agent's engine.
+
+    Live calls reserve in the fleet's shared ledger (BUDGET_REDIS_URL, else the SQLite file
+    BUDGET_LEDGER). Dry-run and replay cost nothing and keep a private in-memory ledger, as does
+    a caller that supplies its own client without a ledger (tests).
+    """
+    resolved = client is None
     if client is not None:
         choice = ModeChoice(client.mode, "client supplied by the caller")
     else:
         choice = resolve_mode(settings, cwd)
         client = _client_for(choice, settings, clock)
-    engine = DecisionEngine(settings, logger, metrics, clock, client, choice.why)
+    if ledger is None and resolved and choice.mode == "live":
+        ledger = open_ledger(settings).ledger
+    engine = DecisionEngine(settings, logger, metrics, clock, client, choice.why, ledger)
     log = logger.warning if choice.mode == "dry-run" and not settings.dry_run else logger.info
     log(f"AI mode: {choice.mode}", why=choice.why, **engine.limits_summary())
     return engine

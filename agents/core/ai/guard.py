@@ -1,27 +1,42 @@
 """The cost guard: every AI call, in every mode, asks it first.
 
-Four limits, per agent, all on the injectable monotonic clock:
-1. a rate limiter (at most one call per `min_interval_s`);
+Limits, all over sliding windows:
+1. a rate limiter per agent (at most one call per `min_interval_s`);
 2. `max_tokens` per call (the worst case of a reply);
-3. a token budget over a *sliding* hour (the specification's counter never reset);
-4. spend caps in USD over sliding windows of ten minutes and of one hour.
+3. a token budget per agent over a sliding hour (the specification's counter never reset);
+4. spend caps in USD per agent over ten minutes and one hour;
+5. spend caps in USD for the whole fleet over the same windows, whatever the number of agents.
 
 A call first *reserves* its worst case (an upper bound of the prompt's input tokens plus
 `max_tokens`, priced). The reservation is refused if it would cross any limit. After the reply it
 is *settled* to the actual usage, which can only lower it. Since every admission checks the
 window that ends at its own time, and entries only shrink afterwards, the sum over ANY window of
 that length stays within the cap: the last admission inside a window saw every other entry of that
-window. One lock makes check-and-reserve atomic, so concurrent callers cannot overshoot together.
+window. The check-and-reserve is one atomic step of the ledger (`agents.core.ai.ledger`), which
+all agents share, so concurrent callers in any number of processes cannot overshoot together, and
+a restarted agent finds its windows and its last call where it left them.
+
+A ledger that cannot be read or written refuses the call (fail closed).
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agents.core.ai.ledger import (
+    API_SPEND_LIMIT,
+    INTERVAL_SLACK,
+    RATE_LIMITED,
+    Cap,
+    Ledger,
+    LedgerUnavailable,
+    Request,
+    State,
+    Usage,
+    memory_ledger,
+)
 from agents.core.ai.prices import Price
 from agents.core.clock import Clock
 
@@ -32,10 +47,34 @@ TEN_MINUTES = 600.0
 HOUR = 3600.0
 
 # Refusal reasons, as they appear in the `ai_fallback` log field and the metric's tag.
-RATE_LIMITED = "rate_limited"
 TOKEN_BUDGET = "token_budget_exhausted"  # noqa: S105 (a refusal reason, not a secret)
 SPEND_CAP_10MIN = "spend_cap_10min"
 SPEND_CAP_HOUR = "spend_cap_hour"
+FLEET_CAP_10MIN = "fleet_spend_cap_10min"
+FLEET_CAP_HOUR = "fleet_spend_cap_hour"
+LEDGER_UNAVAILABLE = "budget_ledger_unavailable"
+__all__ = [
+    "API_SPEND_LIMIT",
+    "FLEET_CAP_10MIN",
+    "FLEET_CAP_HOUR",
+    "HOUR",
+    "LEDGER_UNAVAILABLE",
+    "RATE_LIMITED",
+    "SPEND_CAP_10MIN",
+    "SPEND_CAP_HOUR",
+    "TEN_MINUTES",
+    "TOKEN_BUDGET",
+    "CostGuard",
+    "GuardLimits",
+    "Refused",
+]
+
+# After the ledger refused a call (a cap, the rate limit, a pause), refuse locally for this long
+# before asking again: a consumer that asks on every message must not turn an exhausted budget
+# into a write storm.
+CAP_REFUSAL_BACKOFF_S = 1.0
+# ...and after the ledger could not be reached, this many times as long.
+LEDGER_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,12 +84,25 @@ class GuardLimits:
     max_tokens_per_hour: int
     max_usd_per_10min: float
     max_usd_per_hour: float
+    fleet_max_usd_per_10min: float = float("inf")
+    fleet_max_usd_per_hour: float = float("inf")
+    # The two windows' lengths: ten minutes and an hour, compressed only by tests.
+    short_window_s: float = TEN_MINUTES
+    long_window_s: float = HOUR
 
     def __post_init__(self) -> None:
         if self.min_interval_s < 0 or self.max_tokens < 1 or self.max_tokens_per_hour < 0:
             raise ValueError("guard limits must be non-negative (max_tokens >= 1)")
-        if self.max_usd_per_10min < 0 or self.max_usd_per_hour < 0:
+        caps = (
+            self.max_usd_per_10min,
+            self.max_usd_per_hour,
+            self.fleet_max_usd_per_10min,
+            self.fleet_max_usd_per_hour,
+        )
+        if any(cap < 0 for cap in caps):
             raise ValueError("spend caps must be non-negative")
+        if not 0 < self.short_window_s <= self.long_window_s:
+            raise ValueError("windows must be positive, the short one first")
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> GuardLimits:
@@ -60,7 +112,21 @@ class GuardLimits:
             max_tokens_per_hour=settings.max_tokens_per_hour,
             max_usd_per_10min=settings.max_cost_per_10min_usd,
             max_usd_per_hour=settings.max_cost_per_hour_usd,
+            fleet_max_usd_per_10min=settings.fleet_max_cost_per_10min_usd,
+            fleet_max_usd_per_hour=settings.fleet_max_cost_per_hour_usd,
         )
+
+    def caps(self) -> tuple[Cap, ...]:
+        """Every cap, in the order refusals are reported; infinite ones are not checked."""
+        short, long_ = self.short_window_s, self.long_window_s
+        every = (
+            Cap("agent", "hour", long_, "tokens", self.max_tokens_per_hour, TOKEN_BUDGET),
+            Cap("agent", "10min", short, "usd", self.max_usd_per_10min, SPEND_CAP_10MIN),
+            Cap("agent", "hour", long_, "usd", self.max_usd_per_hour, SPEND_CAP_HOUR),
+            Cap("fleet", "10min", short, "usd", self.fleet_max_usd_per_10min, FLEET_CAP_10MIN),
+            Cap("fleet", "hour", long_, "usd", self.fleet_max_usd_per_hour, FLEET_CAP_HOUR),
+        )
+        return tuple(cap for cap in every if cap.limit != float("inf"))
 
 
 class Refused(Exception):
@@ -70,14 +136,6 @@ class Refused(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-@dataclass
-class _Entry:
-    at: float
-    tokens: int
-    usd: float
-    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,48 +153,87 @@ class Settlement:
     overran: bool  # actual usage exceeded the reservation: the input bound was wrong
 
 
+class BudgetObserver:
+    """What the guard reports as it goes; `agents.core.ai.budget.BudgetWatch` turns it into
+    gauges, threshold events and rate-limited ERROR lines. The default does nothing."""
+
+    def usage(self, usage: tuple[Usage, ...], refused: str | None) -> None:
+        return None
+
+    def ledger_error(self, operation: str, detail: str) -> None:
+        return None
+
+
 class CostGuard:
-    def __init__(self, limits: GuardLimits, clock: Clock) -> None:
+    def __init__(
+        self,
+        limits: GuardLimits,
+        clock: Clock,
+        ledger: Ledger | None = None,
+        agent: str = "agent",
+        observer: BudgetObserver | None = None,
+        refusal_backoff_s: float = CAP_REFUSAL_BACKOFF_S,
+    ) -> None:
         self.limits = limits
+        self.refusal_backoff_s = refusal_backoff_s
+        self.agent = agent
+        self.ledger: Ledger = ledger if ledger is not None else memory_ledger()
+        self.observer = observer or BudgetObserver()
         self._clock = clock
+        self._caps = limits.caps()
         self._lock = threading.Lock()
-        self._entries: dict[int, _Entry] = {}
-        self._order: deque[int] = deque()
-        self._ids = itertools.count(1)
-        self._last_call: float | None = None
+        # Local shortcuts that can only refuse more, never admit: the ledger decides admissions.
+        self._last_admitted: float | None = None
+        self._backoff_until = 0.0
+        self._backoff_reason = ""
+        self._paused_until = 0.0
+
+    def now(self) -> float:
+        """Seconds since the epoch: the one time base every process and host shares."""
+        return self._clock.now().timestamp()
 
     def reserve(self, input_tokens_upper: int, price: Price) -> Reservation:
         """Admit one call at its worst case, or raise `Refused`."""
         tokens = max(0, input_tokens_upper) + self.limits.max_tokens
         usd = price.cost(max(0, input_tokens_upper), self.limits.max_tokens)
+        now = self.now()
         with self._lock:
-            now = self._clock.monotonic()
-            self._prune(now)
-            limits = self.limits
-            # The microsecond of slack absorbs float rounding in `now - last` (a call exactly one
-            # interval later must pass); it cannot admit a meaningful extra call.
-            elapsed = None if self._last_call is None else now - self._last_call
-            if elapsed is not None and elapsed + 1e-6 < limits.min_interval_s:
-                wait = limits.min_interval_s - elapsed
-                raise Refused(RATE_LIMITED, f"next call allowed in {wait:.1f}s")
-            used_tokens = self._sum_tokens(now, HOUR)
-            if used_tokens + tokens > limits.max_tokens_per_hour:
-                raise Refused(
-                    TOKEN_BUDGET,
-                    f"{used_tokens} + {tokens} tokens > {limits.max_tokens_per_hour} per hour",
-                )
-            for window, cap, reason in (
-                (TEN_MINUTES, limits.max_usd_per_10min, SPEND_CAP_10MIN),
-                (HOUR, limits.max_usd_per_hour, SPEND_CAP_HOUR),
-            ):
-                spent = self._sum_usd(now, window)
-                if spent + usd > cap:
-                    raise Refused(reason, f"${spent:.6f} + ${usd:.6f} > ${cap:.4f}")
-            entry_id = next(self._ids)
-            self._entries[entry_id] = _Entry(now, tokens, usd)
-            self._order.append(entry_id)
-            self._last_call = now
-            return Reservation(entry_id, now, tokens, usd)
+            self._refuse_locally(now)
+        request = Request(self.agent, now, usd, tokens, self.limits.min_interval_s, self._caps)
+        try:
+            admission = self.ledger.reserve(request)
+        except LedgerUnavailable as exc:
+            # Fail closed, and do not hammer (or wait on) a ledger that is down for every
+            # message: refuse locally for a few seconds before trying it again.
+            self._back_off(now, LEDGER_UNAVAILABLE, LEDGER_RETRY_S)
+            self.observer.ledger_error("reserve", str(exc))
+            raise Refused(LEDGER_UNAVAILABLE, str(exc)) from exc
+        if admission.refused is not None:
+            self._back_off(now, admission.refused, 1.0)
+            self.observer.usage(admission.usage, admission.refused)
+            raise Refused(admission.refused, admission.detail)
+        with self._lock:
+            self._last_admitted = now
+        self.observer.usage(_with(admission.usage, usd, tokens), None)
+        return Reservation(admission.entry_id, admission.at, tokens, usd)
+
+    def _back_off(self, now: float, reason: str, scale: float) -> None:
+        with self._lock:
+            self._backoff_until = now + self.refusal_backoff_s * scale
+            self._backoff_reason = reason
+
+    def _refuse_locally(self, now: float) -> None:
+        if now < self._paused_until:
+            raise Refused(
+                API_SPEND_LIMIT,
+                f"Anthropic's spend limit: paused for {self._paused_until - now:.0f}s",
+            )
+        last = self._last_admitted
+        interval = self.limits.min_interval_s
+        if last is not None and now - last + INTERVAL_SLACK < interval:
+            raise Refused(RATE_LIMITED, f"next call allowed in {interval - (now - last):.1f}s")
+        if now < self._backoff_until:
+            raise Refused(self._backoff_reason, "refused by the ledger moments ago")
 
     def settle(
         self, reservation: Reservation, input_tokens: int, output_tokens: int, price: Price
@@ -153,46 +250,53 @@ class CostGuard:
         overran = tokens > reservation.tokens or usd > reservation.usd + 1e-12
         if overran:
             tokens, usd = min(tokens, reservation.tokens), min(usd, reservation.usd)
-        with self._lock:
-            entry = self._entries.get(reservation.id)
-            if entry is not None and not entry.settled:
-                entry.tokens, entry.usd, entry.settled = tokens, usd, True
+        self._finish(reservation, usd, tokens, "settled")
         return Settlement(tokens, usd, overran)
 
     def release(self, reservation: Reservation) -> None:
         """The call provably cost nothing (refused by the API, or never sent)."""
-        with self._lock:
-            entry = self._entries.get(reservation.id)
-            if entry is not None and not entry.settled:
-                entry.tokens, entry.usd, entry.settled = 0, 0.0, True
+        self._finish(reservation, 0.0, 0, "released")
 
     def keep_worst_case(self, reservation: Reservation) -> None:
         """The outcome is unknown (a timeout may still be billed): keep the worst case."""
+        self._finish(reservation, reservation.usd, reservation.tokens, "kept")
+
+    def _finish(self, reservation: Reservation, usd: float, tokens: int, state: State) -> None:
+        try:
+            self.ledger.finish(reservation.id, usd, tokens, state)
+        except LedgerUnavailable as exc:
+            # The entry stays at its worst case: the ledger errs on the side of the budget.
+            self.observer.ledger_error(state, str(exc))
+            return
+        if state != "kept":
+            with self._lock:  # room was freed: the next reservation may ask the ledger again
+                self._backoff_until = 0.0
+
+    def pause_until(self, until: float) -> None:
+        """Anthropic said the organisation's spend limit is reached: no call, from any agent
+        sharing the ledger, until `until` (seconds since the epoch)."""
         with self._lock:
-            entry = self._entries.get(reservation.id)
-            if entry is not None:
-                entry.settled = True
+            self._paused_until = max(self._paused_until, until)
+        try:
+            self.ledger.pause(until)
+        except LedgerUnavailable as exc:
+            self.observer.ledger_error("pause", str(exc))
 
     def usage(self) -> dict[str, float]:
-        """Current window totals, for logs and `agents cost`."""
-        with self._lock:
-            now = self._clock.monotonic()
-            self._prune(now)
-            return {
-                "tokens_last_hour": float(self._sum_tokens(now, HOUR)),
-                "usd_last_10min": self._sum_usd(now, TEN_MINUTES),
-                "usd_last_hour": self._sum_usd(now, HOUR),
-            }
+        """This agent's window totals from the ledger, for logs and tests."""
+        now = self.now()
+        short, long_ = self.limits.short_window_s, self.limits.long_window_s
+        mine = [e for e in self.ledger.entries(now - long_) if e.agent == self.agent]
+        return {
+            "tokens_last_hour": float(sum(e.tokens for e in mine)),
+            "usd_last_10min": sum(e.usd for e in mine if e.at > now - short),
+            "usd_last_hour": sum(e.usd for e in mine),
+        }
 
-    def _in_window(self, now: float, window: float) -> list[_Entry]:
-        return [e for i in self._order if (e := self._entries[i]).at > now - window]
 
-    def _sum_tokens(self, now: float, window: float) -> int:
-        return sum(e.tokens for e in self._in_window(now, window))
-
-    def _sum_usd(self, now: float, window: float) -> float:
-        return sum(e.usd for e in self._in_window(now, window))
-
-    def _prune(self, now: float) -> None:
-        while self._order and self._entries[self._order[0]].at <= now - HOUR:
-            del self._entries[self._order.popleft()]
+def _with(usage: tuple[Usage, ...], usd: float, tokens: int) -> tuple[Usage, ...]:
+    """The windows after an admission: the new reservation counts as reserved."""
+    return tuple(
+        Usage(u.cap, u.reserved + (usd if u.cap.unit == "usd" else tokens), u.settled)
+        for u in usage
+    )

@@ -15,6 +15,7 @@ import httpx2
 
 from agents.core.ai.client import AnthropicClient, DecisionClient, live_sdk
 from agents.core.ai.engine import DecisionEngine, build_engine
+from agents.core.ai.ledger import Ledger
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, MetricPoint, Metrics
@@ -41,6 +42,7 @@ def make_rig(
     client: DecisionClient | None = None,
     cwd: Path | None = None,
     clock: FakeClock | None = None,
+    ledger: Ledger | None = None,
 ) -> Rig:
     clock = clock or FakeClock()
     stream = io.StringIO()
@@ -53,7 +55,7 @@ def make_rig(
     )
     sink = MemorySink()
     metrics = Metrics(sink, settings.agent_id, settings.agent_type)
-    engine = build_engine(settings, logger, metrics, clock, client=client, cwd=cwd)
+    engine = build_engine(settings, logger, metrics, clock, client=client, cwd=cwd, ledger=ledger)
     return Rig(engine, clock, stream, sink)
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agents.core.ai.prices import price_for
+
 INJECTION_MARKER = "ZX-INJECTED-INSTRUCTION"
 
 INJECTION_TEXT = (
@@ -122,6 +124,9 @@ class FakeAnthropic:
         self.hang = hang
         self.requests: list[Recorded] = []
         self.counts: dict[str, int] = {}
+        # What the API would charge: usage x the model's price, for every answered message.
+        self.billed_usd = 0.0
+        self.billed_calls = 0
         self._lock = threading.Lock()
         self._released = threading.Event()
         self.set_script(script)
@@ -247,6 +252,11 @@ class FakeAnthropic:
         else:  # empty_content
             text = ""
         content = [{"type": "text", "text": text}] if text else []
+        with self._lock:
+            self.billed_usd += price_for(str(model)).cost(
+                usage["input_tokens"], usage["output_tokens"]
+            )
+            self.billed_calls += 1
         handler._send(
             200,
             {

@@ -20,7 +20,17 @@ from .rabbit import HOST, PORT
 from .waiting import wait_until
 
 # Variables the agents read that must not leak in from the developer's shell.
-_SCRUB_PREFIXES = ("ANTHROPIC_", "INFLUXDB_", "RABBITMQ_", "CLAUDE_", "AI_", "MAX_", "DRY_RUN")
+_SCRUB_PREFIXES = (
+    "ANTHROPIC_",
+    "INFLUXDB_",
+    "RABBITMQ_",
+    "CLAUDE_",
+    "AI_",
+    "MAX_",
+    "DRY_RUN",
+    "BUDGET_",
+    "FLEET_",
+)
 
 Line = dict[str, Any]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hsettings
@@ -22,6 +22,7 @@ from agents.core.ai.guard import (
     GuardLimits,
     Refused,
 )
+from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES, Price
 from agents.core.clock import FakeClock
 
@@ -208,28 +209,27 @@ GuardMachine.TestCase.settings = hsettings(max_examples=60, stateful_step_count=
 TestGuardMachine = GuardMachine.TestCase
 
 
-class YieldingGuard(CostGuard):
-    """Hands the GIL to another thread between the cap check and the reservation, so a missing
-    lock shows up as an overshoot instead of hiding behind the interpreter's scheduling."""
-
-    def _sum_usd(self, now: float, window: float) -> float:
-        time.sleep(0.0001)
-        return super()._sum_usd(now, window)
-
-    def _sum_tokens(self, now: float, window: float) -> int:
-        time.sleep(0.0001)
-        return super()._sum_tokens(now, window)
-
-
-def test_concurrent_callers_cannot_overshoot_the_cap() -> None:
+def file_guards(path: Path, n: int, **kw: float) -> list[CostGuard]:
+    """`n` guards of one agent, each with its own connection to one ledger file: concurrent
+    callers that only the ledger's BEGIN IMMEDIATE keeps apart (threads of one process here;
+    tests/faults/test_budget_hammer.py does the same with processes)."""
     clock = FakeClock()
+    return [
+        CostGuard(limits(**kw), clock, SqliteLedger(path), "publisher-1", refusal_backoff_s=0)
+        for _ in range(n)
+    ]
+
+
+def test_concurrent_callers_cannot_overshoot_the_cap(tmp_path: Path) -> None:
     # $0.0075 per call at worst, cap $0.10: at most 13 calls may be admitted, whoever races.
-    guard = YieldingGuard(limits(max_usd_per_10min=0.10, max_usd_per_hour=1.0), clock)
+    guards = file_guards(
+        tmp_path / "budget.sqlite", 16, max_usd_per_10min=0.10, max_usd_per_hour=1.0
+    )
     admitted: list[float] = []
     lock = threading.Lock()
     start = threading.Barrier(16)
 
-    def hammer() -> None:
+    def hammer(guard: CostGuard) -> None:
         start.wait()
         for _ in range(20):
             try:
@@ -239,7 +239,7 @@ def test_concurrent_callers_cannot_overshoot_the_cap() -> None:
             with lock:
                 admitted.append(reservation.usd)
 
-    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    threads = [threading.Thread(target=hammer, args=(guard,)) for guard in guards]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -249,17 +249,17 @@ def test_concurrent_callers_cannot_overshoot_the_cap() -> None:
     assert sum(admitted) <= 0.10
 
 
-def test_concurrent_callers_get_one_call_per_interval() -> None:
-    guard = YieldingGuard(limits(min_interval_s=60), FakeClock())
+def test_concurrent_callers_get_one_call_per_interval(tmp_path: Path) -> None:
+    guards = file_guards(tmp_path / "budget.sqlite", 16, min_interval_s=60)
     wins: list[int] = []
-    start = threading.Barrier(32)
+    start = threading.Barrier(16)
 
-    def once() -> None:
+    def once(guard: CostGuard) -> None:
         start.wait()
         with contextlib.suppress(Refused):
             wins.append(guard.reserve(10, SONNET).id)
 
-    threads = [threading.Thread(target=once) for _ in range(32)]
+    threads = [threading.Thread(target=once, args=(guard,)) for guard in guards]
     for thread in threads:
         thread.start()
     for thread in threads:
