@@ -7,7 +7,9 @@ a secret. Heavy imports happen inside the handlers so `agents --help` stays inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from agents.core.settings import (
     SETTINGS_BY_TYPE,
     BrokerSettings,
     ConsumerSettings,
+    FleetSettings,
     MonitorSettings,
     PublisherSettings,
     SettingsError,
@@ -23,6 +26,7 @@ from agents.core.settings import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+AGENT_COMMANDS = ("publisher", "consumer", "monitor")
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -65,7 +69,7 @@ def _monitor(args: argparse.Namespace) -> int:
 def _run_fleet(args: argparse.Namespace) -> int:
     from agents.fleet import main as run
 
-    return run(load_settings(BrokerSettings), args)
+    return run(load_settings(FleetSettings), args)
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -137,3 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return result
+
+
+def entry() -> None:
+    """The process entry point (`agents`, `python -m agents`).
+
+    An agent process catches stop signals from its first moment (a Ctrl-C while it is still
+    importing is an ordinary stop, not a traceback) and leaves with `os._exit` once it has
+    closed everything it owns: interpreter teardown only frees memory, took seconds on a loaded
+    machine, and runs after Python has put back the default handlers, so the fleet's second
+    signal used to kill a cleanly stopped agent with -15.
+    """
+    agent = sys.argv[1:2] and sys.argv[1] in AGENT_COMMANDS
+    if agent:
+        from agents import early_signals
+
+        early_signals.latch()
+    code = main()
+    if agent:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    raise SystemExit(code)
