@@ -178,10 +178,23 @@ class Fleet:
     def validate(self) -> None:
         """Every child's settings, as that child will read them, before any child starts:
         raises the first one-line SettingsError (exit 2), naming the agent."""
+        checked: set[tuple[object, ...]] = set()
         for spec in self.specs:
             env = {**self.env, **spec.env}
             try:
-                preflight(load_settings(SETTINGS_BY_TYPE[spec.kind], env=env))
+                settings = load_settings(SETTINGS_BY_TYPE[spec.kind], env=env)
+                # The file checks once per distinct input: two consumers share a cassette.
+                key = (
+                    settings.agent_type,
+                    settings.metrics_file,
+                    settings.cassettes_dir,
+                    settings.influxdb_url,
+                    settings.dry_run,
+                    settings.anthropic_api_key is not None,
+                )
+                if key not in checked:
+                    checked.add(key)
+                    preflight(settings)
             except SettingsError as exc:
                 raise SettingsError(exc.variable, f"{exc.problem} (agent {spec.name})") from None
 
