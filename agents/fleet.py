@@ -20,8 +20,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from agents.core.logs import JsonLogger, Redactor
@@ -60,7 +60,6 @@ class Child:
     process: subprocess.Popen[bytes]
     pump: threading.Thread
     returncode: int | None = None
-    reported: bool = field(default=False)
 
     @property
     def name(self) -> str:
@@ -154,6 +153,30 @@ HOW_TO_START = (
 )
 
 
+def validate(specs: Sequence[AgentSpec], env: Mapping[str, str]) -> None:
+    """Every child's settings, as that child will read them (`env` plus its own variables),
+    before any child starts: raises the first one-line SettingsError (exit 2), naming the agent.
+    """
+    checked: set[tuple[object, ...]] = set()
+    for spec in specs:
+        try:
+            settings = load_settings(SETTINGS_BY_TYPE[spec.kind], env={**env, **spec.env})
+            # The file checks once per distinct input: two consumers share a cassette.
+            key = (
+                settings.agent_type,
+                settings.metrics_file,
+                settings.cassettes_dir,
+                settings.influxdb_url,
+                settings.dry_run,
+                settings.anthropic_api_key is not None,
+            )
+            if key not in checked:
+                checked.add(key)
+                preflight(settings)
+        except SettingsError as exc:
+            raise SettingsError(exc.variable, f"{exc.problem} (agent {spec.name})") from None
+
+
 class Fleet:
     def __init__(
         self,
@@ -174,29 +197,6 @@ class Fleet:
             policy or RestartPolicy(), self.logger, self.restart, self.record_restart
         )
         self._sink: MetricsSink | None = None
-
-    def validate(self) -> None:
-        """Every child's settings, as that child will read them, before any child starts:
-        raises the first one-line SettingsError (exit 2), naming the agent."""
-        checked: set[tuple[object, ...]] = set()
-        for spec in self.specs:
-            env = {**self.env, **spec.env}
-            try:
-                settings = load_settings(SETTINGS_BY_TYPE[spec.kind], env=env)
-                # The file checks once per distinct input: two consumers share a cassette.
-                key = (
-                    settings.agent_type,
-                    settings.metrics_file,
-                    settings.cassettes_dir,
-                    settings.influxdb_url,
-                    settings.dry_run,
-                    settings.anthropic_api_key is not None,
-                )
-                if key not in checked:
-                    checked.add(key)
-                    preflight(settings)
-            except SettingsError as exc:
-                raise SettingsError(exc.variable, f"{exc.problem} (agent {spec.name})") from None
 
     def spawn(self, spec: AgentSpec) -> tuple[subprocess.Popen[bytes], threading.Thread]:
         env = {**self.env, **spec.env}
@@ -331,8 +331,7 @@ def drain(
 
 def main(settings: FleetSettings, args: argparse.Namespace) -> int:
     fleet_env = dict(os.environ)
-    probe = Fleet(sys.stderr, env=fleet_env)
-    probe.validate()  # SettingsError -> exit 2 in agents.cli, before anything connects
+    validate(FLEET, fleet_env)  # SettingsError -> exit 2 in agents.cli, before anything connects
     problem = rabbit_unreachable(settings)
     if problem is not None:
         print(f"agents run: {problem}.", file=sys.stderr)

@@ -29,6 +29,7 @@ from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
 from tests.conftest import drain_queue, management
 from tests.fleetproc import fleet_process
+from tests.integration.test_shutdown_agent import BlackHole
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40
@@ -108,25 +109,48 @@ def test_a_bad_setting_stops_the_fleet_before_any_agent_starts(
 @pytest.mark.rabbitmq
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("target", "signum"),
-    [("group", signal.SIGINT), ("fleet", signal.SIGINT), ("fleet", signal.SIGTERM)],
-    ids=["ctrl-c-to-the-process-group", "sigint-to-the-fleet-alone", "sigterm-to-the-fleet-alone"],
+    ("target", "signum", "influx"),
+    [
+        ("group", signal.SIGINT, ""),
+        ("fleet", signal.SIGINT, ""),
+        ("fleet", signal.SIGTERM, "black-hole"),
+    ],
+    ids=[
+        "ctrl-c-to-the-process-group",
+        "sigint-to-the-fleet-alone",
+        "sigterm-to-the-fleet-alone-influxdb-black-holed",
+    ],
 )
 def test_a_stop_signal_exits_0_whoever_delivers_it(
-    rabbit_env: dict[str, str], tmp_path: Path, target: str, signum: signal.Signals
+    rabbit_env: dict[str, str],
+    tmp_path: Path,
+    target: str,
+    signum: signal.Signals,
+    influx: str,
 ) -> None:
     """Ctrl-C in a terminal signals the whole process group: the children get SIGINT at the same
     moment as the fleet, which then SIGTERMs them too. Every agent still stops cleanly, and so
-    the fleet exits 0, as it does when only the fleet gets the signal."""
+    the fleet exits 0, as it does when only the fleet gets the signal; within 10 s even when
+    InfluxDB accepts connections and never answers."""
     env = {**FAST, "METRICS_FILE": str(tmp_path / "m.lp")}
-    with fleet_process(env, tmp_path) as fleet:
-        fleet.wait_for(lambda: len(fleet.starting()) == 5, 120, "all five agents started")
-        fleet.wait_for(lambda: fleet.messages("Message consumed"), 60, "traffic")
-        if target == "group":
-            os.killpg(fleet.process.pid, signum)
-        else:
-            fleet.process.send_signal(signum)
-        code = fleet.wait_exit(60)
+    hole = BlackHole() if influx else None
+    if hole:
+        env["INFLUXDB_URL"] = f"http://127.0.0.1:{hole.port}"
+    try:
+        with fleet_process(env, tmp_path) as fleet:
+            fleet.wait_for(lambda: len(fleet.starting()) == 5, 120, "all five agents started")
+            fleet.wait_for(lambda: fleet.messages("Message consumed"), 60, "traffic")
+            started = time.monotonic()
+            if target == "group":
+                os.killpg(fleet.process.pid, signum)
+            else:
+                fleet.process.send_signal(signum)
+            code = fleet.wait_exit(60)
+            took = time.monotonic() - started
+    finally:
+        if hole:
+            hole.close()
+    print(f"{target} {signum.name} influx={influx or 'file'}: signal to exit {took:.2f} s")
     assert code == 0, fleet.stderr[-2000:]
     assert "Traceback" not in fleet.stderr
     assert fleet.stderr.strip() == ""
@@ -139,6 +163,11 @@ def test_a_stop_signal_exits_0_whoever_delivers_it(
     expected = signum.name if target == "group" else "SIGTERM"
     assert {line["context"]["reason"] for line in agents_stopped} == {expected}
     assert fleet.messages("Fleet stopping")[0]["context"]["reason"] == signum.name
+    if influx:
+        assert took < 10
+        # Nothing reached InfluxDB: each agent counts what it dropped in its last line.
+        dropped = [line["context"]["metrics_points_dropped"] for line in agents_stopped]
+        assert sum(dropped) > 0, dropped
 
 
 def test_unreachable_rabbitmq_is_one_line_with_how_to_start_one(tmp_path: Path) -> None:
