@@ -25,12 +25,13 @@ from agents.core.ai import build_engine
 from agents.core.broker import Delivery, RabbitBroker, connection_parameters, declare_topology
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
-from agents.core.metrics import MemorySink, Metrics
+from agents.core.metrics import PUBLISH, InfluxSink, MemorySink, MetricPoint, Metrics
 from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.runtime import StopFlag, install_signal_handlers
 from agents.testing import ScriptedClient, consumer_reply
 from tests.conftest import drain_queue
+from tests.faults.toolkit.fake_influx import FakeInflux
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -370,3 +371,59 @@ def test_sigterm_exits_within_10_s_when_influxdb_is_unreachable(
     # Nothing reached InfluxDB, so every point written is accounted as dropped.
     assert context["metrics_points_dropped"] >= 30
     assert "secret-influx-token" not in json.dumps(out.lines)
+
+
+def _points(n: int) -> list[MetricPoint]:
+    tags = {"agent_id": "publisher-1", "agent_type": "publisher", "queue": "fictional"}
+    return [
+        PUBLISH.point(tags, {"messages_published": 1, "publish_duration_ms": 1.0}) for _ in range(n)
+    ]
+
+
+def test_influx_sink_close_is_bounded_and_counts_what_it_dropped() -> None:
+    """In process, on the real client: a black-holed InfluxDB costs `close_timeout_s`, not the
+    client's retries; every point is accounted as dropped and a WARNING says so."""
+    hole = BlackHole()
+    out = io.StringIO()
+    sink = InfluxSink(
+        f"http://127.0.0.1:{hole.port}",
+        "token",
+        "org",
+        "bucket",
+        JsonLogger("publisher-1", "publisher", stream=out),
+        flush_interval_ms=100,
+        close_timeout_s=1.0,
+    )
+    try:
+        for point in _points(25):
+            sink.write(point)
+        started = time.monotonic()
+        sink.close()
+        took = time.monotonic() - started
+    finally:
+        hole.close()
+    assert took < 1.5
+    assert sink.dropped_points == 25
+    [warning] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert warning["message"] == "Metrics not flushed in time; points dropped"
+    assert warning["context"]["dropped_points"] == 25
+
+
+def test_influx_sink_close_still_flushes_everything_when_influxdb_answers() -> None:
+    out = io.StringIO()
+    with FakeInflux() as influx:
+        sink = InfluxSink(
+            influx.url,
+            "token",
+            "org",
+            "bucket",
+            JsonLogger("publisher-1", "publisher", stream=out),
+            flush_interval_ms=60_000,  # nothing is sent before close: close must flush it
+        )
+        for point in _points(25):
+            sink.write(point)
+        sink.close()
+        received = influx.lines_since(0)
+    assert len(received) == 25
+    assert sink.dropped_points == 0
+    assert out.getvalue() == ""
