@@ -22,7 +22,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
 from agents.cli import main
-from agents.core.settings import SETTINGS_BY_TYPE
+from agents.core.settings import SETTINGS_BY_TYPE, FleetSettings
 from tests.conftest import management
 
 pytestmark = pytest.mark.faults
@@ -313,3 +313,31 @@ def test_a_user_without_access_to_the_vhost_is_told_how_to_grant_it(tmp_path: Pa
     assert f"denied user '{user}' access to vhost '/'" in line
     assert "rabbitmqctl set_permissions" in line
     assert "noaccess-pass" not in line
+
+
+FLEET_CASES = [
+    pytest.param(variable(name, info), bad, id=f"run-{variable(name, info)}={bad[:20]}")
+    for name, info in FleetSettings.model_fields.items()
+    if name.startswith("fleet_")
+    for bad in bad_values(name, info)
+]
+
+
+@pytest.mark.parametrize(("var", "bad"), FLEET_CASES)
+def test_a_bad_fleet_setting_exits_2_before_anything_starts(
+    var: str, bad: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _clean_env(monkeypatch)
+    monkeypatch.setenv("RABBITMQ_PORT", "1")
+    monkeypatch.setenv(var, bad)
+    assert main(["run", "--duration", "1"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert var in line
+    assert captured.out == ""
+
+
+def test_every_fleet_variable_is_covered() -> None:
+    fleet_fields = [name for name in FleetSettings.model_fields if name.startswith("fleet_")]
+    assert len(fleet_fields) == 4
+    assert {case.values[0] for case in FLEET_CASES} == {name.upper() for name in fleet_fields}
