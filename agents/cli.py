@@ -7,9 +7,7 @@ a secret. Heavy imports happen inside the handlers so `agents --help` stays inst
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -144,23 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The process entry point (`agents`, `python -m agents`).
-
-    An agent process catches stop signals from its first moment (a Ctrl-C while it is still
-    importing is an ordinary stop, not a traceback) and leaves with `os._exit` once it has
-    closed everything it owns: interpreter teardown only frees memory, took seconds on a loaded
-    machine, and runs after Python has put back the default handlers, so the fleet's second
-    signal used to kill a cleanly stopped agent with -15.
-    """
-    agent = sys.argv[1:2] and sys.argv[1] in AGENT_COMMANDS
-    if agent:
+    """The process entry point (`agents`, `python -m agents`): an agent process catches stop
+    signals from its first moment, so a Ctrl-C while it is still importing is an ordinary stop,
+    not a traceback (see agents.early_signals)."""
+    if sys.argv[1:2] and sys.argv[1] in AGENT_COMMANDS:
         from agents import early_signals
 
         early_signals.latch()
-    code = main()
-    if agent:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    raise SystemExit(main())

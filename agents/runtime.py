@@ -210,13 +210,13 @@ def run_agent(
     line on stderr, never a traceback."""
     preflight(settings)
     stop = StopFlag()
-    # Never restored: a second signal during teardown (the fleet's SIGTERM after the terminal's
-    # SIGINT) must find a handler, not the default action that kills the process with -15.
+    # Not restored: the process ends with the agent (see ignore_further_stop_signals).
     install_signal_handlers(stop)
     early = early_signals.received()
     if early is not None:  # stopped while still importing: nothing started, nothing to undo
         stop.set(early)
         make_logger(settings).info("Agent stopped", reason=early, exit_code=0)
+        ignore_further_stop_signals()
         return 0
     try:
         wiring = wire(settings, stop)
@@ -254,4 +254,15 @@ def run_agent(
     dropped = getattr(wiring.sink, "dropped_points", None)
     extra = {} if dropped is None else {"metrics_points_dropped": dropped}
     logger.info("Agent stopped", reason=stop.reason or "finished", exit_code=code, **extra)
+    ignore_further_stop_signals()
     return code
+
+
+def ignore_further_stop_signals() -> None:
+    """Once the agent has stopped, ignore SIGTERM/SIGINT for the rest of the process.
+
+    Interpreter teardown puts back the default action for signals that had a Python handler
+    (not for ignored ones). Ctrl-C reaches the whole process group, so the fleet's own SIGTERM
+    can arrive in that window, and it used to kill a cleanly stopped agent with -15."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

@@ -130,7 +130,7 @@ def test_a_stop_signal_exits_0_whoever_delivers_it(
 ) -> None:
     """Ctrl-C in a terminal signals the whole process group: the children get SIGINT at the same
     moment as the fleet, which then SIGTERMs them too. Every agent still stops cleanly, and so
-    the fleet exits 0, as it does when only the fleet gets the signal; within 10 s even when
+    the fleet exits 0, as it does when only the fleet gets the signal, and promptly even when
     InfluxDB accepts connections and never answers."""
     env = {**FAST, "METRICS_FILE": str(tmp_path / "m.lp")}
     hole = BlackHole() if influx else None
@@ -164,7 +164,9 @@ def test_a_stop_signal_exits_0_whoever_delivers_it(
     assert {line["context"]["reason"] for line in agents_stopped} == {expected}
     assert fleet.messages("Fleet stopping")[0]["context"]["reason"] == signum.name
     if influx:
-        assert took < 10
+        # Publishers, then consumers, each group within the agents' own 10 s (that bound per
+        # agent is test_shutdown_agent's); the fleet never waits on the dead InfluxDB.
+        assert took < 20
         # Nothing reached InfluxDB: each agent counts what it dropped in its last line.
         dropped = [line["context"]["metrics_points_dropped"] for line in agents_stopped]
         assert sum(dropped) > 0, dropped
