@@ -24,14 +24,22 @@ def load(kind: str) -> CommonSettings:
     from agents.core.settings import (
         SETTINGS_BY_TYPE,
         BrokerSettings,
+        FleetSettings,
         load_settings,
     )
 
-    cls = BrokerSettings if kind == "broker" else SETTINGS_BY_TYPE[kind]
+    cls: type[CommonSettings]
+    if kind == "broker":
+        cls = BrokerSettings
+    elif kind == "fleet":
+        cls = FleetSettings
+    else:
+        cls = SETTINGS_BY_TYPE[kind]
     return load_settings(cls)
 
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+AGENT_COMMANDS = ("publisher", "consumer", "monitor")
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -79,7 +87,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
         print(f"agents run: starting 5 agents, scenario {args.scenario}...", flush=True)
     from agents.fleet import main as run
 
-    return run(load("broker"), args)
+    return run(load("fleet"), args)  # type: ignore[arg-type]
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -191,3 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agents: invalid setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return result
+
+
+def entry() -> None:
+    """The process entry point (`agents`, `python -m agents`): an agent process catches stop
+    signals from its first moment, so a Ctrl-C while it is still importing is an ordinary stop,
+    not a traceback (see agents.early_signals)."""
+    if sys.argv[1:2] and sys.argv[1] in AGENT_COMMANDS:
+        from agents import early_signals
+
+        early_signals.latch()
+    raise SystemExit(main())
