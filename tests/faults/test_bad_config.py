@@ -343,5 +343,5 @@ def test_a_bad_fleet_setting_exits_2_before_anything_starts(
 
 def test_every_fleet_variable_is_covered() -> None:
     fleet_fields = [name for name in FleetSettings.model_fields if name.startswith("fleet_")]
-    assert len(fleet_fields) == 4
+    assert len(fleet_fields) == 6  # the restart policy and the fleet spend caps
     assert {case.values[0] for case in FLEET_CASES} == {name.upper() for name in fleet_fields}

@@ -150,7 +150,12 @@ def test_a_killed_agent_is_restarted_and_one_restart_too_many_stops_the_fleet(
         os.kill(context["pid"], signal.SIGKILL)
         code = fleet.wait_exit(60)
     assert code == 1
-    [line] = fleet.stderr.strip().splitlines()
+    # One line says why; the closing hint naming the metrics file (`agents report`) follows.
+    [line] = [
+        line
+        for line in fleet.stderr.strip().splitlines()
+        if not line.startswith("agents run: metrics ")
+    ]
     assert "consumer-1" in line and "FLEET_MAX_RESTARTS=1" in line
     assert "Traceback" not in fleet.stderr
     [gave_up] = fleet.messages("Agent keeps failing; stopping the fleet")
