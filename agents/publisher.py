@@ -94,9 +94,8 @@ class Publisher:
             duration_ms=confirm_ms,
             priority=book.priority,
         )
-        self.metrics.write(
-            PUBLISH, {"messages_published": 1, "publish_duration_ms": confirm_ms}, queue=genre
-        )
+        self.metrics.count(PUBLISH, "messages_published", 1, queue=genre)
+        self.metrics.observe(PUBLISH, "publish_duration_ms", confirm_ms, queue=genre)
         return message_id
 
     # --- deciding ------------------------------------------------------------------------------
