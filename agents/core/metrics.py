@@ -565,27 +565,36 @@ class Aggregator:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
-        self._due = self._clock.monotonic() + interval_seconds
+        self._by_call: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._monotonic = self._clock.monotonic
+        self._due = self._monotonic() + interval_seconds
         self._flusher: threading.Thread | None = None
         self._stopped = threading.Event()
 
     # --- recording -------------------------------------------------------------------------
 
     def _get(self, measurement: Measurement, tags: Mapping[str, str]) -> _Series:
-        # Caller holds the lock. Sorted so one tag set is one series whatever the call order.
-        key = (measurement.name, tuple(sorted(tags.items())))
-        series = self._series.get(key)
+        # Caller holds the lock. The per-message path: keyed on the tags as the call gave them
+        # (no sort), mapped once per call shape to the series of the sorted tag set, so one
+        # tag set is one series whatever the keyword order.
+        call_key = (measurement.name, tuple(tags.items()))
+        series = self._by_call.get(call_key)
         if series is None:
-            full = {**self._base_tags, **{k: _tag_value(v) for k, v in tags.items()}}
-            measurement.check_tags(full)
-            series = self._series[key] = _Series(full)
+            key = (measurement.name, tuple(sorted(tags.items())))
+            series = self._series.get(key)
+            if series is None:
+                full = {**self._base_tags, **{k: _tag_value(v) for k, v in tags.items()}}
+                measurement.check_tags(full)
+                series = self._series[key] = _Series(full)
+            self._by_call[call_key] = series
         return series
 
     def count(self, measurement: Measurement, field: str, n: int = 1, **tags: str) -> None:
         """Add `n` to a counter of the current interval."""
         if field not in measurement.counters:
             raise ValueError(f"{measurement.name}: {field!r} is not a counter")
-        self.tick()
+        if self._monotonic() >= self._due:
+            self.flush()
         with self._lock:
             counts = self._get(measurement, tags).counts
             counts[field] = counts.get(field, 0) + int(n)
@@ -597,13 +606,19 @@ class Aggregator:
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{measurement.name}.{field}: not a finite number")
-        self.tick()
+        if self._monotonic() >= self._due:
+            self.flush()
         with self._lock:
-            self._get(measurement, tags).values.setdefault(field, []).append(value)
+            values = self._get(measurement, tags).values
+            if field in values:
+                values[field].append(value)
+            else:
+                values[field] = [value]
 
     def event(self, measurement: Measurement, fields: Mapping[str, Any], **tags: str) -> None:
         """Fold one message's fields: counters add (a bool counts 1 or 0), summaries observe."""
-        self.tick()
+        if self._monotonic() >= self._due:
+            self.flush()
         with self._lock:
             series = self._get(measurement, tags)
             for name, value in fields.items():
@@ -631,8 +646,8 @@ class Aggregator:
     def flush(self) -> int:
         """Write every series of the current interval now and start the next; points written."""
         with self._lock:
-            series, self._series = self._series, {}
-            self._due = self._clock.monotonic() + self.interval_seconds
+            series, self._series, self._by_call = self._series, {}, {}
+            self._due = self._monotonic() + self.interval_seconds
         if not series:
             return 0
         time_ns = _datetime_ns(self._clock.now())
