@@ -458,6 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors[name] = f"{type(exc).__name__}: {exc}"
             log(f"phase {name} FAILED: {errors[name]}")
             traceback.print_exc()
+        # Written after every phase, so a run stopped part way keeps what it measured.
+        partial = assemble(args, parts, errors, dict(info))
+        partial["duration_s"] = round(time.monotonic() - started, 1)
+        partial["notes"].append(f"phases completed: {', '.join(parts) or 'none'}")
+        report.write_all(partial, out)
     results = assemble(args, parts, errors, info)
     results["duration_s"] = round(time.monotonic() - started, 1)
     paths = report.write_all(results, out)
