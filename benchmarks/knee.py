@@ -11,11 +11,12 @@ first unbounded rate. End-to-end latency is the flood's send time to the consume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,43 @@ class LogTail:
                     stamp = record["timestamp"].replace("Z", "+00:00")
                     out.setdefault(message_id, datetime.fromisoformat(stamp).timestamp())
         return out
+
+
+@contextlib.contextmanager
+def raw_consumers(vhost: str, workdir: Path, prefetch: int, count: int = 2) -> Iterator[list[Any]]:
+    """`benchmarks.raw_consumer` processes: the bare-pika reference for one knee step."""
+    import psutil
+
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.raw_consumer",
+                "--vhost",
+                vhost,
+                "--prefetch",
+                str(prefetch),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()  # "consuming": registered on both queues
+        yield [psutil.Process(p.pid) for p in procs]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def read_sent(paths: Sequence[Path]) -> dict[str, float]:

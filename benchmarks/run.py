@@ -196,7 +196,7 @@ def measure_knee(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         rabbit.declare(vhost)
         with load.consumer_agents(vhost, workdir) as procs:
-            return knee.search(
+            found = knee.search(
                 vhost,
                 workdir,
                 procs,
@@ -208,6 +208,30 @@ def measure_knee(args: argparse.Namespace) -> dict[str, Any]:
                 confirm=args.knee_confirm_rounds,
                 log=log,
             )
+        reference = found["first_unbounded_rate"]
+        if args.knee_raw_check and reference:
+            # Where the time goes: at the rate the agents fell behind, do two bare pika consumer
+            # processes (json.loads + ack) keep up on this machine?
+            with knee.raw_consumers(vhost, workdir, args.prefetch) as raw_procs:
+                tail = knee.LogTail([])
+                raw = knee.step(
+                    vhost,
+                    workdir,
+                    raw_procs,
+                    tail,
+                    reference,
+                    args.knee_seconds,
+                    args.knee_generators,
+                    999,
+                )
+            raw.pop("depth_samples", None)
+            found["raw_consumers_at_first_unbounded"] = raw
+            log(
+                f"knee: 2 bare pika consumers at {raw['offered_rate']:.0f}/s: "
+                f"bounded={raw['bounded']} max_depth={raw['max_depth']} "
+                f"cpu={raw['consumer_cpu_pct']}% broker={raw['broker_cpu_pct']}%"
+            )
+        return found
 
 
 # --- part 1: Locust ---------------------------------------------------------------------------
@@ -411,6 +435,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--knee-max-rate", type=float, default=12000.0)
     p.add_argument("--knee-refine", type=int, default=2)
     p.add_argument("--knee-confirm-rounds", type=int, default=2)
+    p.add_argument("--no-knee-raw-check", dest="knee_raw_check", action="store_false")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--locust-rounds", type=int, default=3)
     p.add_argument("--locust-users", type=int, default=6)
