@@ -78,6 +78,8 @@ class ConsumerStats:
     ai_asked: int = 0
     requeued: int = 0
     left_unacked: int = 0
+    dropped_held: int = 0  # held when their channel died: the broker took them back
+    settle_failed: int = 0  # ack/reject/requeue that could not reach the broker
     by_action: dict[str, int] = field(default_factory=dict)
 
 
@@ -102,7 +104,8 @@ class Consumer:
         self.queues: Sequence[str] = settings.queues
         self.batch: list[Held] = []
         self.batch_started: float | None = None
-        self.recent = RecentIds()
+        self.recent = RecentIds()  # ids handled (line written): redeliveries are duplicates
+        self._held_ids: dict[str, int] = {}  # id -> copies in the live batch
         self.stats = ConsumerStats()
         self._depths: dict[str, int] = {}
         self._depths_at = -1e18
@@ -130,9 +133,13 @@ class Consumer:
             # queue with the reason rather than looping through redeliveries forever.
             self.logger.exception("Message handling failed", exc, queue=delivery.queue)
             self.metrics.error("handler_failed")
-            delivery.reject(f"consumer error: {type(exc).__name__}")
+            if delivery.outcome is None:
+                self._dead_letter(delivery, f"consumer error: {type(exc).__name__}")
 
     def _handle(self, delivery: Delivery, started: float) -> None:
+        # A redelivery can only arrive after the channel of an earlier copy died: forget what
+        # that channel held first, so the redelivery is held or processed like any message.
+        self._drop_dead_held()
         try:
             book = parse_book(delivery.body, delivery.content_type)
         except InvalidMessage as exc:
@@ -140,14 +147,12 @@ class Consumer:
             return
         message_id = str(book.message_id)
         if message_id in self.recent:
-            self.stats.duplicates += 1
-            delivery.ack()
-            self.logger.info(
-                "Duplicate delivery acknowledged",
-                message_id=message_id,
-                queue=delivery.queue,
-                redelivered=delivery.redelivered,
-            )
+            self._ack_duplicate(delivery, message_id)
+            return
+        if message_id in self._held_ids:
+            # The same id twice in the live batch (published twice): hold this copy too; the
+            # flush handles the first and acks the second as a duplicate.
+            self._hold(Held(delivery, book, message_id, False, started))
             return
 
         ai_used = False
@@ -168,31 +173,48 @@ class Consumer:
             self._flag(delivery, book, message_id, ai_used, reasoning, started)
         else:
             self._work()
-            delivery.ack()
-            self._done(message_id, delivery.queue, "process", ai_used, started)
+            self._done(delivery, message_id, "process", ai_used, started)
 
     def _work(self) -> None:
         """The book's actual handling; simulated (PROCESSING_TIME_MS) in this system."""
         if self._work_s:
             self.clock.sleep(self._work_s)
 
+    def _ack_duplicate(self, delivery: Delivery, message_id: str) -> None:
+        if delivery.ack():
+            self.stats.duplicates += 1
+            self.logger.info(
+                "Duplicate delivery acknowledged",
+                message_id=message_id,
+                queue=delivery.queue,
+                redelivered=delivery.redelivered,
+            )
+        else:
+            self._settle_lost(delivery, "ack", message_id)
+
     def _done(
         self,
+        delivery: Delivery,
         message_id: str,
-        queue: str,
         action: str,
         ai_used: bool,
         started: float,
         **extra: object,
     ) -> None:
+        """The message is handled: write its line (and metric), then ack.
+
+        The line comes first, so an acked message always has its line. The id is remembered
+        (redeliveries of it are acked, not handled again) once the line is written, never
+        while the message is merely held; if the ack does not reach the broker, the broker
+        redelivers the message and that copy is acknowledged as a duplicate.
+        """
         processing_ms = round((time.perf_counter() - started) * 1000.0, 3)
-        self.recent.add(message_id)
         self.stats.consumed += 1
         self.stats.by_action[action] = self.stats.by_action.get(action, 0) + 1
         self.logger.info(
             "Message consumed",
             message_id=message_id,
-            queue=queue,
+            queue=delivery.queue,
             ai_decision_used=ai_used,
             action=action,
             processing_ms=processing_ms,
@@ -205,13 +227,29 @@ class Consumer:
                 "processing_duration_ms": processing_ms,
                 "ai_decision_used": ai_used,
             },
-            queue=queue,
+            queue=delivery.queue,
             action=action,
+        )
+        self.recent.add(message_id)
+        if not delivery.ack():
+            self._settle_lost(delivery, "ack", message_id)
+
+    def _settle_lost(self, delivery: Delivery, outcome: str, message_id: str | None) -> None:
+        """A settle that did not reach the broker: say so (never that it happened)."""
+        self.stats.settle_failed += 1
+        self.logger.warning(
+            "Settle not delivered: channel closed, the broker redelivers the message",
+            outcome=outcome,
+            message_id=(message_id or "")[:64],
+            queue=delivery.queue,
         )
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
+        self.metrics.error("invalid_message")
+        if not delivery.reject(reason):
+            self._settle_lost(delivery, "reject", delivery.message_id)
+            return
         self.stats.rejected += 1
-        delivery.reject(reason)
         self.logger.error(
             "Invalid message dead-lettered",
             reason=reason,
@@ -219,7 +257,12 @@ class Consumer:
             message_id=(delivery.message_id or "")[:64],
             body_bytes=len(delivery.body),
         )
-        self.metrics.error("invalid_message")
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        if delivery.reject(reason):
+            self.stats.rejected += 1
+        else:
+            self._settle_lost(delivery, "reject", delivery.message_id)
 
     def _flag(
         self,
@@ -241,17 +284,21 @@ class Consumer:
             )
         except BrokerError as exc:
             # Not copied, so not acked: the broker redelivers and the flag is tried again.
+            self.metrics.error("anomaly_copy_failed")
+            if delivery.requeue():
+                self.stats.requeued += 1
+                what = "requeued"
+            else:
+                self.stats.settle_failed += 1
+                what = "left to the broker (channel closed), redelivered"
             self.logger.exception(
-                "Could not copy flagged message to books.anomalies; requeued",
+                f"Could not copy flagged message to books.anomalies; {what}",
                 exc,
                 message_id=message_id,
                 queue=delivery.queue,
             )
-            self.metrics.error("anomaly_copy_failed")
-            self.stats.requeued += 1
-            delivery.requeue()
             return
-        delivery.ack()
+        # The copy is confirmed: the message is flagged, whatever happens to the ack below.
         self.stats.flagged += 1
         self.logger.warning(
             "Anomaly flagged",
@@ -262,18 +309,46 @@ class Consumer:
             reasoning=reasoning,
         )
         self.metrics.write(ANOMALY, {"anomaly_count": 1}, queue=delivery.queue)
-        self._done(message_id, delivery.queue, "flag", ai_used, started)
+        self._done(delivery, message_id, "flag", ai_used, started)
 
     # --- batching ---------------------------------------------------------------------------
 
     def _hold(self, held: Held) -> None:
+        # Holding is not handling: the id is not remembered, the message stays unacked.
         if not self.batch:
             self.batch_started = self.clock.monotonic()
         self.batch.append(held)
-        # Remember it now, so a redelivery while it waits (after a reconnect) is not held twice.
-        self.recent.add(held.message_id)
+        self._held_ids[held.message_id] = self._held_ids.get(held.message_id, 0) + 1
         if len(self.batch) >= self.settings.batch_size:
             self.flush_batch("size")
+
+    def _release(self, held: Held) -> None:
+        left = self._held_ids.get(held.message_id, 0) - 1
+        if left > 0:
+            self._held_ids[held.message_id] = left
+        else:
+            self._held_ids.pop(held.message_id, None)
+
+    def _drop_dead_held(self) -> None:
+        """Forget held messages whose channel died: the broker has them back and redelivers."""
+        if not self.batch:
+            return
+        alive = [held for held in self.batch if held.delivery.live]
+        dropped = len(self.batch) - len(alive)
+        if not dropped:
+            return
+        for held in self.batch:
+            if not held.delivery.live:
+                self._release(held)
+        self.batch = alive
+        if not alive:
+            self.batch_started = None
+        self.stats.dropped_held += dropped
+        self.logger.warning(
+            "Held messages returned to the broker: their channel closed",
+            dropped=dropped,
+            still_held=len(alive),
+        )
 
     def batch_due_in(self) -> float | None:
         """Seconds until the held batch must be flushed by time (None: nothing held)."""
@@ -283,19 +358,27 @@ class Consumer:
         return max(0.0, self.settings.batch_max_wait_seconds - elapsed)
 
     def flush_batch(self, why: str) -> None:
+        self._drop_dead_held()
         batch, self.batch, self.batch_started = self.batch, [], None
+        self._held_ids.clear()
         if not batch:
             return
-        self.stats.batched += len(batch)
         self.logger.info("Flushing batch", size=len(batch), trigger=why)
         for held in batch:
+            if not held.delivery.live:
+                # Its channel died during this flush: the broker redelivers it.
+                self.stats.dropped_held += 1
+                continue
+            if held.message_id in self.recent:
+                self._ack_duplicate(held.delivery, held.message_id)
+                continue
             started = time.perf_counter()
             self._work()
-            held.delivery.ack()
+            self.stats.batched += 1
             held_ms = round((started - held.received) * 1000.0, 3)
             self._done(
+                held.delivery,
                 held.message_id,
-                held.delivery.queue,
                 "batch",
                 held.ai_used,
                 started,
@@ -303,17 +386,24 @@ class Consumer:
             )
 
     def requeue_batch(self) -> None:
+        self._drop_dead_held()
         batch, self.batch, self.batch_started = self.batch, [], None
+        self._held_ids.clear()
+        requeued = 0
         for held in batch:
-            held.delivery.requeue()
-            self.stats.requeued += 1
+            if held.delivery.requeue():
+                requeued += 1
+            else:
+                self._settle_lost(held.delivery, "requeue", held.message_id)
+        self.stats.requeued += requeued
         if batch:
-            self.logger.warning("Held batch requeued", size=len(batch))
+            self.logger.warning("Held batch requeued", size=requeued, held=len(batch))
 
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self) -> None:
         """Housekeeping between deliveries: time-based batch flush, queue depth refresh."""
+        self._drop_dead_held()
         due = self.batch_due_in()
         if due is not None and due <= 0:
             self.flush_batch("time")
@@ -361,6 +451,8 @@ class Consumer:
             duplicates=self.stats.duplicates,
             ai_sampled=self.stats.ai_asked,
             returned_to_queue=self.stats.left_unacked + self.stats.requeued,
+            returned_by_broker=self.stats.dropped_held,
+            settles_not_delivered=self.stats.settle_failed,
         )
 
 

@@ -73,7 +73,12 @@ class Published:
 
 
 class MemoryBroker:
-    """Records publishes and settlements; `deliver` hands a body to the registered consumer."""
+    """Records publishes and settlements; `deliver` hands a body to the registered consumer.
+
+    Settling follows the real broker's contract: a delivery belongs to the channel generation
+    it arrived on; after `lose_channel()` its settle calls return False and record nothing (the
+    broker has taken it back), exactly as `RabbitBroker` does for a dead channel.
+    """
 
     def __init__(self, depths: dict[str, int] | None = None) -> None:
         self.depths = dict(depths or dict.fromkeys(QUEUES, 0))
@@ -85,7 +90,13 @@ class MemoryBroker:
         self.fail_publish = False
         self.depth_calls = 0
         self.closed = False
+        self.generation = 0  # bumped by lose_channel(): older deliveries cannot be settled
+        self.failed_settles: list[tuple[str, Delivery]] = []
         self._tag = 0
+
+    def lose_channel(self) -> None:
+        """The consume channel dies: every unsettled delivery is back with the broker."""
+        self.generation += 1
 
     def connect(self) -> None:
         return None
@@ -128,9 +139,17 @@ class MemoryBroker:
         redelivered: bool = False,
     ) -> Delivery:
         self._tag += 1
+        generation = self.generation
 
-        def settle(delivery: Delivery, outcome: str, reason: str | None) -> None:
+        def channel_open() -> bool:
+            return generation == self.generation and not self.closed
+
+        def settle(delivery: Delivery, outcome: str, reason: str | None) -> bool:
+            if not channel_open():
+                self.failed_settles.append((outcome, delivery))
+                return False
             self.settled.append((outcome, reason, delivery))
+            return True
 
         return Delivery(
             body=body,
@@ -142,6 +161,7 @@ class MemoryBroker:
             redelivered=redelivered,
             delivery_tag=self._tag,
             settler=settle,
+            channel_open=channel_open,
         )
 
     def deliver(self, body: bytes, **kwargs: Any) -> Delivery:

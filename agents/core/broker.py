@@ -182,13 +182,23 @@ def backoff_delay(failures: int, max_backoff: float) -> float:
 # Deliveries
 
 
-def _ignore_settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> None:
+def _ignore_settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> bool:
     """Default for deliveries built without a broker (test doubles): settling records only."""
+    return True
+
+
+def _always_open() -> bool:
+    return True
 
 
 @dataclass
 class Delivery:
-    """One received message. Settle it exactly once with `ack`, `reject` or `requeue`."""
+    """One received message. Settle it exactly once with `ack`, `reject` or `requeue`.
+
+    Each settle method returns True only when the broker was told. False means the channel the
+    message arrived on is gone: the broker has taken the message back and will redeliver it (on
+    a new channel, with a new delivery tag). A caller must never log such a settle as done.
+    """
 
     body: bytes
     queue: str
@@ -199,27 +209,37 @@ class Delivery:
     redelivered: bool
     delivery_tag: int
     timestamp: int | None = None  # seconds since the epoch, as set by the publisher
-    settler: Callable[[Delivery, Outcome, str | None], None] = field(
+    settler: Callable[[Delivery, Outcome, str | None], bool] = field(
         default=_ignore_settle, repr=False, compare=False
     )
+    # Whether the channel this delivery arrived on is still open (its tag still means anything).
+    channel_open: Callable[[], bool] = field(default=_always_open, repr=False, compare=False)
     outcome: Outcome | None = None  # how it was settled; later calls are ignored
+    settled: bool = False  # True once the broker was told (the settle call returned True)
 
-    def ack(self) -> None:
-        self._settle("ack", None)
+    @property
+    def live(self) -> bool:
+        """True while this delivery is unsettled and its channel open (it can still be settled)."""
+        return self.outcome is None and self.channel_open()
 
-    def reject(self, reason: str) -> None:
+    def ack(self) -> bool:
+        return self._settle("ack", None)
+
+    def reject(self, reason: str) -> bool:
         """Dead-letter without requeueing; `reason` travels in the `x-reject-reason` header."""
-        self._settle("reject", reason)
+        return self._settle("reject", reason)
 
-    def requeue(self) -> None:
-        self._settle("requeue", None)
+    def requeue(self) -> bool:
+        return self._settle("requeue", None)
 
-    def _settle(self, outcome: Outcome, reason: str | None) -> None:
-        # Settling a delivery tag twice is a protocol error that closes the whole channel.
+    def _settle(self, outcome: Outcome, reason: str | None) -> bool:
+        # Settling a delivery tag twice is a protocol error that closes the whole channel, and a
+        # failed settle cannot be retried either (the tag died with its channel).
         if self.outcome is not None:
-            return
+            return False
         self.outcome = outcome
-        self.settler(self, outcome, reason)
+        self.settled = bool(self.settler(self, outcome, reason))
+        return self.settled
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,6 +629,7 @@ class RabbitBroker:
                 delivery_tag=method.delivery_tag,
                 timestamp=properties.timestamp,
                 settler=self._settler(channel, properties),
+                channel_open=lambda: channel.is_open,
             )
             try:
                 consumer.on_message(delivery)
@@ -635,16 +656,16 @@ class RabbitBroker:
 
     def _settler(
         self, channel: BlockingChannel, properties: pika.BasicProperties
-    ) -> Callable[[Delivery, Outcome, str | None], None]:
-        def settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> None:
+    ) -> Callable[[Delivery, Outcome, str | None], bool]:
+        def settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> bool:
             if not channel.is_open:
-                # Its connection died: the broker has requeued the message and will redeliver.
+                # Its connection or channel died: the broker has taken the message back.
                 self._log.debug(
-                    "settle ignored: channel closed, broker redelivers",
+                    "settle not sent: channel closed, broker redelivers",
                     outcome=outcome,
                     message_id=delivery.message_id,
                 )
-                return
+                return False
             try:
                 if outcome == "ack":
                     channel.basic_ack(delivery_tag=delivery.delivery_tag)
@@ -659,6 +680,8 @@ class RabbitBroker:
                     message_id=delivery.message_id,
                     error=describe_error(exc),
                 )
+                return False
+            return True
 
         return settle
 
@@ -693,9 +716,17 @@ class RabbitBroker:
                 message_id=delivery.message_id,
                 error=describe_error(exc),
             )
+            # Raises when the channel is gone too: then nothing was dead-lettered, the broker
+            # redelivers, and the caller is told so.
             channel.basic_reject(delivery_tag=delivery.delivery_tag, requeue=False)
         else:
-            channel.basic_ack(delivery_tag=delivery.delivery_tag)
+            # The copy is confirmed, so the message is dead-lettered whatever happens next; if
+            # this ack is lost the original comes back and is dead-lettered again (a duplicate).
+            try:
+                channel.basic_ack(delivery_tag=delivery.delivery_tag)
+            except _TRANSIENT as exc:
+                how = "copied with reason; original not acked, the broker redelivers it"
+                self._log.debug("ack after dead-letter copy failed", error=describe_error(exc))
         self._log.warning(
             "message rejected to the dead-letter queue",
             queue=delivery.queue,

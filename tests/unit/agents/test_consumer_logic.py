@@ -265,3 +265,90 @@ def test_message_ids_in_logs_are_the_body_ids(make_rig: Callable[..., Rig]) -> N
     logged = rig.lines("Message consumed")[0]["context"]["message_id"]
     assert uuid.UUID(logged).bytes
     assert logged.encode() in raw
+
+
+# --- settling when the channel is gone (issue 11) ---------------------------------------------
+
+
+def held_consumer(make_rig: Callable[..., Rig], n: int) -> tuple[Rig, Consumer, list[Any]]:
+    rig, consumer = consumer_for(
+        make_rig, ai_decision_rate=1.0, batch_size=50, batch_max_wait_seconds=60
+    )
+    rig.client.script("consumer", *[consumer_reply("batch")] * n)
+    held = []
+    for _ in range(n):
+        rig.clock.advance(1.01)
+        held.append(rig.broker.deliver(body()))
+    assert len(consumer.batch) == n
+    return rig, consumer, held
+
+
+def test_a_redelivery_of_a_held_message_after_its_channel_died_is_held_not_acked(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The batch-loss defect: holding is not handling, so a redelivery is never a duplicate."""
+    rig, consumer, held = held_consumer(make_rig, 3)
+    rig.broker.lose_channel()  # the broker takes the three back and redelivers them
+    rig.client.script("consumer", *[consumer_reply("batch")] * 3)
+    again = []
+    for original in held:
+        rig.clock.advance(1.01)
+        again.append(rig.broker.deliver(original.body, redelivered=True))
+    assert not rig.lines("Duplicate delivery acknowledged")
+    assert [d.outcome for d in again] == [None] * 3
+    assert [h.delivery for h in consumer.batch] == again  # the dead entries were dropped
+    (dropped,) = rig.lines("Held messages returned to the broker: their channel closed")
+    assert dropped["context"]["dropped"] == 3
+    consumer.flush_batch("size")
+    assert [d.outcome for d in again] == ["ack"] * 3
+    assert len(rig.lines("Message consumed")) == 3
+    assert [o for o, _ in rig.broker.failed_settles] == []
+
+
+def test_a_batch_requeued_after_its_channel_died_claims_no_requeue(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer, held = held_consumer(make_rig, 4)
+    rig.broker.lose_channel()
+    consumer.requeue_batch()
+    assert [d.outcome for d in held] == [None] * 4  # nothing was sent: the tags are dead
+    assert not rig.lines("Held batch requeued")
+    assert consumer.stats.requeued == 0
+    assert consumer.stats.dropped_held == 4
+
+
+def test_an_ack_that_cannot_reach_the_broker_is_not_logged_as_done(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig)
+    raw = body()
+    delivery = rig.broker.delivery(raw)
+    rig.broker.lose_channel()
+    assert delivery.ack() is False
+    assert delivery.settled is False
+    # Handled while its channel is already gone: the line is written, the ack is reported as
+    # not delivered, and the broker's redelivery is acknowledged as a duplicate (not redone).
+    fresh = rig.broker.delivery(raw)
+    rig.broker.lose_channel()
+    consumer.handle(fresh)
+    assert len(rig.lines("Message consumed")) == 1
+    (warning,) = rig.lines(
+        "Settle not delivered: channel closed, the broker redelivers the message"
+    )
+    assert warning["context"]["outcome"] == "ack"
+    redelivered = rig.broker.deliver(raw, redelivered=True)
+    assert redelivered.outcome == "ack" and redelivered.settled
+    assert len(rig.lines("Duplicate delivery acknowledged")) == 1
+    assert len(rig.lines("Message consumed")) == 1
+
+
+def test_an_invalid_message_on_a_dead_channel_is_not_logged_dead_lettered(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig)
+    delivery = rig.broker.delivery(b"not json")
+    rig.broker.lose_channel()
+    consumer.handle(delivery)
+    assert not rig.lines("Invalid message dead-lettered")
+    assert consumer.stats.rejected == 0
+    assert [o for o, _ in rig.broker.failed_settles] == ["reject"]
