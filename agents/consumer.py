@@ -7,9 +7,12 @@ engine's cost guard decides whether a call is actually made) -> apply the action
 - batch:   hold unacked until BATCH_SIZE messages or BATCH_MAX_WAIT_SECONDS, then process all;
 - flag:    WARNING, anomaly metric, copy to `books.anomalies`, ack;
 - invalid: reject to the dead-letter queue with the reason, ERROR log, error metric.
-A message is acked only after it has been handled, so a crash at any point leaves it with the
-broker for redelivery: nothing is lost, at worst handled twice (and a consumer remembers the
-ids it handled recently so it does not repeat the work itself).
+A message is acked only after it has been handled (its "Message consumed" line written, or
+its copy confirmed in `books.anomalies` / the dead-letter exchange), so a crash at any point
+leaves it with the broker for redelivery: nothing is lost, at worst handled twice. Holding is
+not handling: a held message is not remembered as handled, and when the channel it arrived on
+dies it is dropped from the batch (the broker has it back and redelivers it). Every settle
+reports whether it reached the broker; a log line never claims one that did not.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class ConsumerStats:
     ai_asked: int = 0
     requeued: int = 0
     left_unacked: int = 0
-    dropped_held: int = 0  # held when their channel died: the broker took them back
+    dropped_held: int = 0  # held or undispatched when their channel died: the broker has them
     settle_failed: int = 0  # ack/reject/requeue that could not reach the broker
     by_action: dict[str, int] = field(default_factory=dict)
 
@@ -123,6 +126,12 @@ class Consumer:
             # connection closes. (Requeueing it now could bounce it straight back to us, and
             # pika keeps dispatching within one process_events call for as long as messages come.)
             self.stats.left_unacked += 1
+            return
+        if not delivery.live:
+            # pika still dispatches what it had buffered when the channel died: the broker has
+            # those back already, so doing the work now would only delay the reconnect and
+            # make a duplicate.
+            self.stats.dropped_held += 1
             return
         try:
             self._handle(delivery, started)
