@@ -45,6 +45,10 @@ _RANK = {
 
 REQUIRED_KEYS = ("timestamp", "level", "agent_id", "agent_type", "message", "context")
 
+# What json.dumps(record, ensure_ascii=True, default=str) does, without building an encoder per
+# line (a third of the cost of a short line).
+_ENCODE = json.JSONEncoder(ensure_ascii=True, default=str).encode
+
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with millisecond precision and a `Z` suffix."""
@@ -100,10 +104,21 @@ class JsonLogger:
         self._redact = redactor or Redactor()
         self._min_rank = _RANK[Level(min_level)]
         self._lock = threading.Lock()
+        self._stamp: tuple[datetime | None, str] = (None, "")
+
+    def _timestamp(self) -> str:
+        # Lines come in bursts within one millisecond: format each millisecond once.
+        now = self._clock.now()
+        moment = now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+        cached, text = self._stamp
+        if moment != cached:
+            text = format_timestamp(moment)
+            self._stamp = (moment, text)  # one tuple: safe without the lock
+        return text
 
     def render(self, level: Level, message: str, context: Mapping[str, Any]) -> str:
         record = {
-            "timestamp": format_timestamp(self._clock.now()),
+            "timestamp": self._timestamp(),
             "level": str(level),
             "agent_id": self.agent_id,
             "agent_type": self.agent_type,
@@ -111,7 +126,7 @@ class JsonLogger:
             "context": {str(k): _jsonable(v) for k, v in context.items()},
         }
         # ensure_ascii keeps the line 7-bit clean whatever the context holds (lone surrogates too).
-        return self._redact(json.dumps(record, ensure_ascii=True, default=str))
+        return self._redact(_ENCODE(record))
 
     def log(self, level: Level, message: str, /, **context: Any) -> None:
         if _RANK[level] < self._min_rank:

@@ -63,6 +63,8 @@ class CommonSettings(BaseSettings):
     influxdb_org: str = Field("monitoring", min_length=1)
     influxdb_bucket: str = Field("agent_metrics", min_length=1)
     metrics_file: Path = Path("var/metrics.lp")
+    # Publish and consume counts and durations are written as one aggregate per this interval.
+    metrics_flush_interval_seconds: float = Field(1.0, gt=0, le=300)
 
     # --- RabbitMQ -----------------------------------------------------------------------
     rabbitmq_host: str = Field("localhost", min_length=1)

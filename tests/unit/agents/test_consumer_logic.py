@@ -56,6 +56,7 @@ def test_a_valid_message_is_processed_acked_and_logged_in_the_spec_shape(
     assert line["context"]["queue"] == "non-fictional"
     assert line["context"]["ai_decision_used"] is False
     assert line["context"]["action"] == "process"
+    rig.metrics.flush()  # consume counts are aggregated per interval
     (point,) = rig.sink.where("consume", queue="non-fictional", action="process")
     assert point.fields["messages_consumed"] == 1
     assert consumer.stats.consumed == 1
