@@ -61,7 +61,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSErro
 
 _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
 
-Outcome = Literal["ack", "reject", "requeue"]
+# "ack_multiple": ack this delivery and every unsettled one before it on its channel.
+Outcome = Literal["ack", "ack_multiple", "reject", "requeue"]
 
 
 class BrokerError(Exception):
@@ -214,6 +215,9 @@ class Delivery:
     )
     # Whether the channel this delivery arrived on is still open (its tag still means anything).
     channel_open: Callable[[], bool] = field(default=_always_open, repr=False, compare=False)
+    # Which consume channel it came on: delivery tags are per channel, so a cumulative ack
+    # must only ever cover tags of the same channel_id.
+    channel_id: int = 0
     outcome: Outcome | None = None  # how it was settled; later calls are ignored
     settled: bool = False  # True once the broker was told (the settle call returned True)
 
@@ -222,8 +226,19 @@ class Delivery:
         """True while this delivery is unsettled and its channel open (it can still be settled)."""
         return self.outcome is None and self.channel_open()
 
-    def ack(self) -> bool:
-        return self._settle("ack", None)
+    def ack(self, *, multiple: bool = False) -> bool:
+        """Ack this delivery; with `multiple`, also every unsettled earlier one of its channel
+        (the caller marks those with `covered_by_ack`)."""
+        done = self._settle("ack_multiple" if multiple else "ack", None)
+        if self.outcome == "ack_multiple":
+            self.outcome = "ack"
+        return done
+
+    def covered_by_ack(self) -> None:
+        """Record that a cumulative ack of a later tag on the same channel settled this one."""
+        if self.outcome is None:
+            self.outcome = "ack"
+            self.settled = True
 
     def reject(self, reason: str) -> bool:
         """Dead-letter without requeueing; `reason` travels in the `x-reject-reason` header."""
@@ -265,7 +280,9 @@ class Broker(Protocol):
         self, queues: Sequence[str], on_message: Callable[[Delivery], None], prefetch: int
     ) -> None: ...
 
-    def process_events(self, time_limit: float) -> None: ...
+    def process_events(
+        self, time_limit: float, until: Callable[[], bool] | None = None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -330,6 +347,7 @@ class RabbitBroker:
         self._closed = False
         self.declared: dict[str, object] = {}
         self.reconnects = 0  # successful reconnections after a loss (for tests and health)
+        self._consume_serial = 0  # which consume channel a delivery came on (Delivery.channel_id)
 
     # --- connection ---------------------------------------------------------------------
 
@@ -367,6 +385,7 @@ class RabbitBroker:
             declared = declare_topology(control)
             control.confirm_delivery()
             consume_channel = connection.channel()
+            self._consume_serial += 1  # a new channel: its delivery tags start again at 1
             self._start_consumers(consume_channel, self._consumers)
         except TopologyError:
             _close_quietly(connection)
@@ -607,11 +626,11 @@ class RabbitBroker:
             channel.basic_qos(prefetch_count=consumer.prefetch)
             channel.basic_consume(
                 queue=consumer.queue,
-                on_message_callback=self._dispatcher(consumer),
+                on_message_callback=self._dispatcher(consumer, self._consume_serial),
                 auto_ack=False,
             )
 
-    def _dispatcher(self, consumer: _Consumer) -> Callable[..., None]:
+    def _dispatcher(self, consumer: _Consumer, serial: int) -> Callable[..., None]:
         def on_message(
             channel: BlockingChannel,
             method: Any,
@@ -630,6 +649,7 @@ class RabbitBroker:
                 timestamp=properties.timestamp,
                 settler=self._settler(channel, properties),
                 channel_open=lambda: channel.is_open,
+                channel_id=serial,
             )
             try:
                 consumer.on_message(delivery)
@@ -669,6 +689,8 @@ class RabbitBroker:
             try:
                 if outcome == "ack":
                     channel.basic_ack(delivery_tag=delivery.delivery_tag)
+                elif outcome == "ack_multiple":
+                    channel.basic_ack(delivery_tag=delivery.delivery_tag, multiple=True)
                 elif outcome == "requeue":
                     channel.basic_nack(delivery_tag=delivery.delivery_tag, requeue=True)
                 else:
@@ -736,9 +758,10 @@ class RabbitBroker:
             how=how,
         )
 
-    def process_events(self, time_limit: float) -> None:
-        """Pump I/O (deliveries, heartbeats) for `time_limit` seconds; never raises for a lost
-        connection: it reconnects with backoff inside the same time budget instead."""
+    def process_events(self, time_limit: float, until: Callable[[], bool] | None = None) -> None:
+        """Pump I/O (deliveries, heartbeats) for `time_limit` seconds, or until `until()` is
+        true after some deliveries were dispatched; never raises for a lost connection: it
+        reconnects with backoff inside the same time budget instead."""
         if self._closed:
             raise BrokerError("process_events on a closed broker")
         deadline = _Deadline(self._clock, max(0.0, time_limit))
@@ -765,7 +788,7 @@ class RabbitBroker:
                     "RabbitMQ consumers lost; reconnecting to re-register them",
                 )
                 continue
-            if deadline.remaining() <= 0:
+            if deadline.remaining() <= 0 or (until is not None and until()):
                 return
 
 

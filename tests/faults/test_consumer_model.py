@@ -165,6 +165,8 @@ class ConsumerModel(RuleBasedStateMachine):
             batch_size=BATCH_SIZE,
             batch_max_wait_seconds=BATCH_WAIT_S,
             prefetch_count=8,
+            # Group commit every 3 messages, or when nothing more arrives: both paths run.
+            commit_every_messages=3,
             dry_run=True,
         )
         clock = FakeClock()
@@ -181,9 +183,9 @@ class ConsumerModel(RuleBasedStateMachine):
         return live
 
     def _pump(self, live: Live, rounds: int = 4) -> None:
+        # The consumer's own loop turn: take deliveries, group-commit before waiting again.
         for _ in range(rounds):
-            live.broker.process_events(0.03)
-            live.consumer.step()
+            live.consumer.pump(0.03)
 
     def _all_lines(self) -> list[tuple[str, dict[str, Any]]]:
         return [(c.name, line) for c in [*self.gone, *self.live] for line in _lines(c.out)]
@@ -268,6 +270,15 @@ class ConsumerModel(RuleBasedStateMachine):
         live.clock.advance(BATCH_WAIT_S + 0.1)
         live.consumer.step()
 
+    @rule(data=st.data(), actions=st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=4))
+    def crash_before_commit(self, data: st.DataObject, actions: list[str]) -> None:
+        """SIGKILL between handling and the group commit: handled, lines only in memory, not
+        acked. Those messages must come back; none may be acked without its line."""
+        live = data.draw(st.sampled_from(self.live))
+        live.engine.actions = list(actions)
+        live.broker.process_events(0.05)  # deliveries handled, no commit before the kill
+        self._crash(live)
+
     @rule(data=st.data())
     def drop_connection(self, data: st.DataObject) -> None:
         """The TCP connection dies; the consumer notices, reconnects, gets redeliveries."""
@@ -293,7 +304,9 @@ class ConsumerModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def crash_and_replace(self, data: st.DataObject) -> None:
         """No ack, no shutdown: the process is gone; a new consumer takes its place."""
-        live = data.draw(st.sampled_from(self.live))
+        self._crash(data.draw(st.sampled_from(self.live)))
+
+    def _crash(self, live: Live) -> None:
         _drop_socket(live.broker)
         live.dead = True
         self.live.remove(live)
