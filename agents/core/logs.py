@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO, Any, Protocol
@@ -139,6 +139,27 @@ class JsonLogger:
                 stream.flush()
             except (OSError, ValueError):  # closed pipe at shutdown: nowhere left to log to
                 pass
+
+    def enabled(self, level: Level) -> bool:
+        """Whether a line of `level` would be written."""
+        return _RANK[level] >= self._min_rank
+
+    def write_rendered(self, lines: Sequence[str]) -> bool:
+        """Write lines made by `render` in one write and one flush; False if that failed.
+
+        Group commit: the consumer writes a batch of lines, and acks the messages they describe
+        only if this returned True.
+        """
+        if not lines:
+            return True
+        stream = self._stream or sys.stdout
+        with self._lock:
+            try:
+                stream.write("\n".join(lines) + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # closed pipe at shutdown: nowhere left to log to
+                return False
+        return True
 
     def debug(self, message: str, /, **context: Any) -> None:
         self.log(Level.DEBUG, message, **context)
