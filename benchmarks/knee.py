@@ -21,8 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stats
-from benchmarks.load import REPO, DepthSampler, _wait_drained
+from benchmarks import rabbit, stats
+from benchmarks.load import QUEUES, REPO, DepthSampler, _wait_drained
 
 
 class LogTail:
@@ -190,7 +190,10 @@ def step(
     offered = sum(r["sent"] for r in reports) / max(r["seconds"] for r in reports)
     # Judge by what was actually offered: a generator that fell behind offered less.
     bounded = stats.is_bounded(sampler.samples, offered)
-    drained = _wait_drained(vhost, timeout=60.0)
+    drained = _wait_drained(vhost, timeout=20.0)
+    if not drained:
+        # A backlog the consumers would need minutes for: the next step must start empty.
+        rabbit.purge(vhost, QUEUES)
     time.sleep(0.5)  # the last lines reach the log files
     consumed = tail.consumed_since()
     sent = read_sent(sent_files)
@@ -235,6 +238,7 @@ def search(
     refine: int,
     confirm: int,
     log: Any,
+    floor: float = 50.0,
 ) -> dict[str, Any]:
     tail = LogTail([workdir / f"consumer-{i + 1}.log" for i in range(len(procs))])
     steps: list[dict[str, Any]] = []
@@ -254,18 +258,28 @@ def search(
     low: dict[str, Any] | None = None
     high: float | None = None
     rate = start
-    while rate <= ceiling:
-        result = run(rate)
-        if not result["bounded"]:
-            high = rate
-            break
-        low = result
-        if result["generator_limited"]:
-            break  # the generators cannot offer more; a higher target would not either
-        rate *= 2
-    for _ in range(refine if high is not None else 0):
-        base = low["target_rate"] if low else start / 2
-        middle = (base + high) / 2  # type: ignore[operator]
+    first = run(rate)
+    if first["bounded"]:
+        low = first
+        while not low["generator_limited"] and rate * 2 <= ceiling:
+            rate *= 2
+            result = run(rate)
+            if not result["bounded"]:
+                high = rate
+                break
+            low = result
+    else:
+        # Below the start: halve until a step holds (a busy machine can be far below it).
+        high = rate
+        while low is None and rate / 2 >= floor:
+            rate /= 2
+            result = run(rate)
+            if result["bounded"]:
+                low = result
+            else:
+                high = rate
+    for _ in range(refine if high is not None and low is not None else 0):
+        middle = (low["target_rate"] + high) / 2  # type: ignore[index,operator]
         result = run(middle)
         if result["bounded"]:
             low = result
