@@ -9,10 +9,14 @@ short, safe to log and safe to put in a dead-letter header (it never echoes the 
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import random
+import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -117,6 +121,34 @@ def _describe(exc: ValidationError) -> str:
     return f"{where}: {str(first['msg'])[:120]}{more}"
 
 
+# Most books are routine; urgent ones are rare, as in a real intake queue.
+PRIORITIES = (1, 2, 3, 4, 5)
+PRIORITY_WEIGHTS = (30, 30, 20, 12, 8)
+_CUM_WEIGHTS = tuple(itertools.accumulate(PRIORITY_WEIGHTS))
+_PUBLISHER_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+def uuid4_text() -> str:
+    """`str(uuid.uuid4())` without the UUID object (a third of the cost). From the OS, not
+    from an rng: a seeded rng must never repeat ids across agents."""
+    h = os.urandom(16).hex()
+    # Version 4 in the 13th hex digit, the RFC 4122 variant (10xx) in the 17th.
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready for the wire: what the publisher needs, without a model object."""
+
+    message_id: str
+    genre: Genre
+    priority: int
+    body: bytes
+
+
 class Catalogue:
     """Realistic titles and authors to publish, loaded once from fixtures/books.json."""
 
@@ -125,6 +157,59 @@ class Catalogue:
             if not books.get(genre):
                 raise ValueError(f"the catalogue has no {genre} books")
         self.books = books
+        # Every entry is validated once, here, by the same model the consumer uses, so the fast
+        # path below can skip per-message validation; its JSON fragment is encoded once too.
+        probe = {"message_id": uuid.UUID(int=0), "priority": 1, "publisher_id": "probe"}
+        self._fragments: dict[Genre, list[str]] = {}
+        for genre in GENRES:
+            fragments = []
+            for title, author in books[genre]:
+                try:
+                    BookMessage(
+                        genre=genre,
+                        title=title,
+                        author=author,
+                        published_at=datetime(2026, 1, 1, tzinfo=UTC),
+                        **probe,  # type: ignore[arg-type]
+                    )
+                except ValidationError as exc:
+                    raise ValueError(f"catalogue entry {title!r}: {_describe(exc)}") from None
+                fragments.append(
+                    ',"title":'
+                    + json.dumps(title, ensure_ascii=False)
+                    + ',"author":'
+                    + json.dumps(author, ensure_ascii=False)
+                )
+            self._fragments[genre] = fragments
+        self._genre_json = {genre: json.dumps(genre) for genre in GENRES}
+        self._checked_ids: set[str] = set()
+
+    def make_outgoing(
+        self,
+        genre: Genre,
+        publisher_id: str,
+        rng: random.Random,
+        now: datetime,
+    ) -> Outgoing:
+        """What `make(...).to_json()` produces, byte for byte, at a fraction of the cost.
+
+        The publisher's hot path: the title and author were validated when the catalogue was
+        loaded, the id, priority and timestamp are valid by construction, and the publisher id
+        is checked once. tests/unit/agents/test_messages.py proves the bodies equal and valid.
+        """
+        if publisher_id not in self._checked_ids:
+            if not _PUBLISHER_ID.match(publisher_id):
+                raise ValueError(f"publisher_id {publisher_id!r} is not a valid agent id")
+            self._checked_ids.add(publisher_id)
+        fragment = rng.choice(self._fragments[genre])
+        priority = rng.choices(PRIORITIES, cum_weights=_CUM_WEIGHTS)[0]
+        message_id = uuid4_text()
+        stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+        body = (
+            f'{{"message_id":"{message_id}","genre":{self._genre_json[genre]}{fragment},'
+            f'"priority":{priority},"published_at":"{stamp}Z","publisher_id":"{publisher_id}"}}'
+        )
+        return Outgoing(message_id, genre, priority, body.encode())
 
     @classmethod
     def load(cls, path: Path = FIXTURE_PATH) -> Catalogue:
@@ -148,8 +233,7 @@ class Catalogue:
             genre=genre,
             title=title,
             author=author,
-            # Most books are routine; urgent ones are rare, as in a real intake queue.
-            priority=rng.choices((1, 2, 3, 4, 5), weights=(30, 30, 20, 12, 8))[0],
+            priority=rng.choices(PRIORITIES, weights=PRIORITY_WEIGHTS)[0],
             published_at=now.astimezone(UTC),
             publisher_id=publisher_id,
         )

@@ -194,7 +194,14 @@ def wire(settings: CommonSettings, stop: StopFlag) -> Wiring:
     clock = SystemClock()
     logger = make_logger(settings, clock)
     sink = sink_from_settings(settings, logger)
-    metrics = Metrics(sink, settings.agent_id, settings.agent_type)
+    metrics = Metrics(
+        sink,
+        settings.agent_id,
+        settings.agent_type,
+        clock=clock,
+        flush_interval_seconds=settings.metrics_flush_interval_seconds,
+    )
+    metrics.aggregator.start_flusher()
     broker = RabbitBroker(settings, logger, clock=StoppableClock(stop))
     engine = build_engine(settings, logger, metrics, clock)
     return Wiring(settings, logger, clock, sink, metrics, broker, engine)

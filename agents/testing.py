@@ -73,7 +73,12 @@ class Published:
 
 
 class MemoryBroker:
-    """Records publishes and settlements; `deliver` hands a body to the registered consumer."""
+    """Records publishes and settlements; `deliver` hands a body to the registered consumer.
+
+    Settling follows the real broker's contract: a delivery belongs to the channel generation
+    it arrived on; after `lose_channel()` its settle calls return False and record nothing (the
+    broker has taken it back), exactly as `RabbitBroker` does for a dead channel.
+    """
 
     def __init__(self, depths: dict[str, int] | None = None) -> None:
         self.depths = dict(depths or dict.fromkeys(QUEUES, 0))
@@ -85,7 +90,17 @@ class MemoryBroker:
         self.fail_publish = False
         self.depth_calls = 0
         self.closed = False
+        self.generation = 0  # bumped by lose_channel(): older deliveries cannot be settled
+        self.failed_settles: list[tuple[str, Delivery]] = []
+        self.settle_frames = 0  # ack/nack/reject frames sent (a cumulative ack is one)
+        self._unsettled: dict[int, Delivery] = {}  # this channel's deliveries by tag
         self._tag = 0
+
+    def lose_channel(self) -> None:
+        """The consume channel dies: every unsettled delivery is back with the broker."""
+        self.generation += 1
+        self._unsettled.clear()
+        self._tag = 0  # a new channel numbers its deliveries from 1 again
 
     def connect(self) -> None:
         return None
@@ -113,7 +128,7 @@ class MemoryBroker:
     ) -> None:
         self.consuming, self.on_message, self.prefetch = queues, on_message, prefetch
 
-    def process_events(self, time_limit: float) -> None:
+    def process_events(self, time_limit: float, until: Callable[[], bool] | None = None) -> None:
         return None
 
     def close(self) -> None:
@@ -128,11 +143,27 @@ class MemoryBroker:
         redelivered: bool = False,
     ) -> Delivery:
         self._tag += 1
+        generation = self.generation
 
-        def settle(delivery: Delivery, outcome: str, reason: str | None) -> None:
+        def channel_open() -> bool:
+            return generation == self.generation and not self.closed
+
+        def settle(delivery: Delivery, outcome: str, reason: str | None) -> bool:
+            if not channel_open():
+                self.failed_settles.append((outcome, delivery))
+                return False
+            self.settle_frames += 1
+            if outcome == "ack_multiple":
+                # Like the broker: every unsettled delivery of this channel up to this tag.
+                covered = [t for t in self._unsettled if t <= delivery.delivery_tag]
+                for tag in sorted(covered):
+                    self.settled.append(("ack", None, self._unsettled.pop(tag)))
+                return True
+            self._unsettled.pop(delivery.delivery_tag, None)
             self.settled.append((outcome, reason, delivery))
+            return True
 
-        return Delivery(
+        delivery = Delivery(
             body=body,
             queue=queue,
             routing_key=queue,
@@ -142,7 +173,11 @@ class MemoryBroker:
             redelivered=redelivered,
             delivery_tag=self._tag,
             settler=settle,
+            channel_open=channel_open,
+            channel_id=generation,
         )
+        self._unsettled[delivery.delivery_tag] = delivery
+        return delivery
 
     def deliver(self, body: bytes, **kwargs: Any) -> Delivery:
         assert self.on_message is not None, "consume() was not called"

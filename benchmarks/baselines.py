@@ -8,6 +8,7 @@ manual acks with the same per-consumer prefetch on consume, both queues consumed
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -55,8 +56,9 @@ def pika_publish(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> float:
 
 
 def pika_consume(vhost: str, expected: int, prefetch: int, timeout: float = 120.0) -> float:
-    """Bare pika consumer on both queues that only acks; the clock runs from registration to
-    the last ack."""
+    """Bare pika consumer on both queues that parses each body (`json.loads`, the least any
+    consumer of these messages does) and acks it; the clock runs from registration to the last
+    ack."""
     connection = pika.BlockingConnection(rabbit.params(vhost))
     count = 0
     try:
@@ -64,6 +66,7 @@ def pika_consume(vhost: str, expected: int, prefetch: int, timeout: float = 120.
 
         def on_message(ch: object, method: object, properties: object, body: bytes) -> None:
             nonlocal count
+            json.loads(body)
             channel.basic_ack(delivery_tag=method.delivery_tag)  # type: ignore[attr-defined]
             count += 1
 
@@ -83,7 +86,7 @@ def pika_consume(vhost: str, expected: int, prefetch: int, timeout: float = 120.
 
 
 def aio_pika_consume(vhost: str, expected: int, prefetch: int, timeout: float = 120.0) -> float:
-    """Bare aio-pika consumer with the same per-consumer prefetch, only acking."""
+    """Bare aio-pika consumer with the same per-consumer prefetch, `json.loads` and ack."""
     return asyncio.run(_aio_consume(vhost, expected, prefetch, timeout))
 
 
@@ -96,6 +99,7 @@ async def _aio_consume(vhost: str, expected: int, prefetch: int, timeout: float)
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         nonlocal count
+        json.loads(message.body)
         await message.ack()
         count += 1
         if count >= expected:

@@ -203,8 +203,8 @@ def consumed_lines(paths: Sequence[Path]) -> int:
 
 def warm_up(vhost: str, logs: Sequence[Path], count: int = 40, timeout: float = 60.0) -> None:
     """Push a few messages through before measuring: an agent's first messages pay one-off
-    costs (the first metric point imports influxdb_client, seconds on a busy 2-core machine)
-    that belong to start-up, not to the sustained rate."""
+    costs (first-use imports and caches, seconds on a busy 2-core machine) that belong to
+    start-up, not to the sustained rate."""
     from benchmarks.baselines import make_bodies
 
     before = consumed_lines(logs)

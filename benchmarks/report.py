@@ -8,12 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import HEADLINE_KEYS, TARGETS, target_status
+from benchmarks.stats import HEADLINE_KEYS, RSS_TARGETS_MB, TARGETS, target_status
 
 LABELS: dict[str, tuple[str, str]] = {
-    "consumer_ratio": ("Consumer agent / bare pika consumer", "x"),
+    "consumer_ratio": ("Consumer agent / bare pika consumer (in-process)", "x"),
+    "consumer_process_ratio": ("Consumer agent / bare pika consumer (processes, drain)", "x"),
     "publisher_ratio": ("Publisher agent / bare pika publisher", "x"),
     "peer_ratio": ("Consumer agent / bare aio-pika consumer", "x"),
+    "knee_msgs_per_s": ("Load knee, 2 consumer agents (backlog bounded)", "msg/s"),
+    "knee_p99_ms": ("End-to-end latency p99 at the knee", "ms"),
     "max_sustained_rate_msgs_per_s": ("Max sustained rate, 2 consumer agents", "msg/s"),
     "e2e_latency_p99_ms": ("End-to-end latency p99 at that rate", "ms"),
     "cost_10min_usd": ("Cost of a simulated 10-minute run", "USD"),
@@ -76,6 +79,27 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"| {label} | {_fmt(row['median'], unit)}{unit_text} | {spread} | {row['target']} "
             f"| {status} |"
         )
+    rss = results.get("agent_rss_mb") or {}
+    startup = results.get("startup_s") or {}
+    if rss:
+        lines += [
+            "",
+            "Footprint per agent type and AI mode (median, min..max):",
+            "",
+            "| agent | mode | RSS | target | start-up |",
+            "|---|---|---:|---|---:|",
+        ]
+        for kind in sorted(rss):
+            for mode in sorted(rss[kind]):
+                r = rss[kind][mode]
+                t = (startup.get(kind) or {}).get(mode) or {}
+                bound = RSS_TARGETS_MB.get(mode)
+                status = "" if bound is None else ("met" if r["median"] <= bound else "**missed**")
+                lines.append(
+                    f"| {kind} | {mode} | {r['median']:.0f} MB ({r['min']:.0f}..{r['max']:.0f}) "
+                    f"| <= {bound:.0f} MB {status} | {t.get('median', 0):.2f} s "
+                    f"({t.get('min', 0):.2f}..{t.get('max', 0):.2f}) |"
+                )
     raw = results.get("raw", {})
     rates = raw.get("rates_msgs_per_s", {})
     if rates:
@@ -95,7 +119,7 @@ def chart(results: Mapping[str, Any], path: Path) -> None:
 
     raw = results.get("raw", {})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ratio_keys = ["consumer_ratio", "publisher_ratio", "peer_ratio"]
+    ratio_keys = ["consumer_ratio", "consumer_process_ratio", "publisher_ratio", "peer_ratio"]
     medians = [results.get(k) or 0.0 for k in ratio_keys]
     lows = [
         m - ((results.get(f"{k}_spread") or {}).get("min", m))
@@ -107,31 +131,33 @@ def chart(results: Mapping[str, Any], path: Path) -> None:
     ]
     ax = axes[0]
     ax.bar(
-        ["consumer", "publisher", "peer"], medians, yerr=[lows, highs], capsize=6, color="#4c72b0"
+        ["consumer", "consumer\n(processes)", "publisher", "peer"],
+        medians,
+        yerr=[lows, highs],
+        capsize=6,
+        color="#4c72b0",
     )
     for i, key in enumerate(ratio_keys):
         ax.hlines(TARGETS[key][1], i - 0.4, i + 0.4, colors="#c44e52", linestyles="dashed")
     ax.set_title("Agent / raw client throughput (target dashed)")
     ax.set_ylabel("ratio (median, min..max)")
     ax = axes[1]
-    steps = raw.get("e2e", {}).get("steps", [])
+    steps = sorted(raw.get("knee", {}).get("steps", []), key=lambda s: s["offered_rate"])
     if steps:
-        ax.plot(
-            [s["target_rate"] for s in steps],
-            [s["achieved_rate"] for s in steps],
-            "o-",
-            label="achieved publish rate",
-        )
-        ax.plot(
-            [s["target_rate"] for s in steps],
-            [s.get("final_depth") or 0 for s in steps],
-            "s--",
-            label="queue depth at end",
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("offered rate (msg/s)")
-        ax.legend()
-    ax.set_title("End to end: 2 consumer agents under Locust")
+        offered = [s["offered_rate"] for s in steps]
+        ax.plot(offered, [s.get("e2e_p99_ms") or 0 for s in steps], "o-", label="e2e p99 (ms)")
+        ax.plot(offered, [s.get("e2e_p50_ms") or 0 for s in steps], "^-", label="e2e p50 (ms)")
+        for s in steps:
+            if not s["bounded"]:
+                ax.axvline(s["offered_rate"], color="#c44e52", alpha=0.3)
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (msg/s); red lines: backlog not bounded")
+        ax.set_ylabel("end-to-end latency (ms)")
+        ax2 = ax.twinx()
+        ax2.plot(offered, [s.get("max_depth") or 0 for s in steps], "s--", color="#8c8c8c")
+        ax2.set_ylabel("max queue depth (grey)")
+        ax.legend(loc="upper left")
+    ax.set_title("Load knee: 2 consumer agents")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

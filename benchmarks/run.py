@@ -1,8 +1,8 @@
-"""`nox -s bench` entry point: every measurement of issue 7, then latest.{json,csv,md,png}.
+"""`nox -s bench` entry point: every measurement of issues 7 and 13, then latest.{json,csv,md,png}.
 
     python -m benchmarks.run                       # the default profile (~10 min on 2 cores)
-    python -m benchmarks.run --rounds 7 --e2e-seconds 60 --rss-seconds 300   # the long one
-    python -m benchmarks.run --skip tests,e2e      # a quick look
+    python -m benchmarks.run --rounds 7 --rss-seconds 300   # the long one
+    python -m benchmarks.run --skip tests,knee      # a quick look
 
 Every headline figure is a median over rounds with its spread; the throughput figures are
 ratios against raw clients measured in the same rounds, in rotating order, on a throwaway vhost.
@@ -22,11 +22,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import agent_paths, baselines, cost, load, profiling, rabbit, report, resources
-from benchmarks.stats import HEADLINE_KEYS, headline, median, missing_keys, ratios, spread
+from agents.core.settings import ConsumerSettings
+from benchmarks import (
+    agent_paths,
+    baselines,
+    cost,
+    footprint,
+    knee,
+    load,
+    process_drain,
+    profiling,
+    rabbit,
+    report,
+    resources,
+)
+from benchmarks.stats import (
+    HEADLINE_KEYS,
+    by_type_and_mode,
+    headline,
+    median,
+    missing_keys,
+    ratios,
+    spread,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("ratios", "locust", "e2e", "cost", "rss", "tests")
+PHASES = ("ratios", "process", "footprint", "locust", "knee", "cost", "rss", "tests")
 T = TypeVar("T")
 
 
@@ -134,6 +155,85 @@ def measure_ratios(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
 
 
+# --- issue 13: whole processes, footprint, the knee -------------------------------------------
+
+
+def measure_process(args: argparse.Namespace) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"raw": [], "agent": []}
+    with rabbit.bench_vhost("bench-drain") as vhost, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rabbit.declare(vhost)
+        bodies = baselines.make_bodies(args.process_messages, seed=5)
+        log("process: warm-up (untimed)")
+        for kind in ("raw", "agent"):
+            process_drain.drain_rate(vhost, workdir, kind, bodies[:500], args.prefetch)
+        for round_no in range(args.rounds):
+            order = ["raw", "agent"] if round_no % 2 == 0 else ["agent", "raw"]
+            for kind in order:
+                rates[kind].append(
+                    retrying(
+                        f"process {kind}",
+                        lambda k=kind: process_drain.drain_rate(
+                            vhost, workdir, k, bodies, args.prefetch
+                        ),
+                    )
+                )
+            log(
+                f"process: round {round_no + 1}/{args.rounds}: raw={rates['raw'][-1]:.0f}/s "
+                f"agent={rates['agent'][-1]:.0f}/s"
+            )
+    return {"rates": rates, "series": ratios(rates["agent"], rates["raw"])}
+
+
+def measure_footprint(args: argparse.Namespace) -> list[dict[str, Any]]:
+    with rabbit.bench_vhost("bench-footprint") as vhost, tempfile.TemporaryDirectory() as tmp:
+        rabbit.declare(vhost)
+        return footprint.rounds(vhost, Path(tmp), args.footprint_rounds, args.footprint_settle, log)
+
+
+def measure_knee(args: argparse.Namespace) -> dict[str, Any]:
+    with rabbit.bench_vhost("bench-knee") as vhost, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rabbit.declare(vhost)
+        with load.consumer_agents(vhost, workdir) as procs:
+            found = knee.search(
+                vhost,
+                workdir,
+                procs,
+                start=args.knee_start_rate,
+                ceiling=args.knee_max_rate,
+                seconds=args.knee_seconds,
+                generators=args.knee_generators,
+                refine=args.knee_refine,
+                confirm=args.knee_confirm_rounds,
+                log=log,
+            )
+        reference = found["first_unbounded_rate"]
+        if args.knee_raw_check and reference:
+            # Where the time goes: at the rate the agents fell behind, do two bare pika consumer
+            # processes (json.loads + ack) keep up on this machine?
+            with knee.raw_consumers(vhost, workdir, args.prefetch) as raw_procs:
+                tail = knee.LogTail([])
+                raw = knee.step(
+                    vhost,
+                    workdir,
+                    raw_procs,
+                    tail,
+                    reference,
+                    args.knee_seconds,
+                    args.knee_generators,
+                    999,
+                )
+            raw.pop("depth_samples", None)
+            found["raw_consumers_at_first_unbounded"] = raw
+            log(
+                f"knee: 2 bare pika consumers at {raw['offered_rate']:.0f}/s: "
+                f"bounded={raw['bounded']} max_depth={raw['max_depth']} "
+                f"cpu={raw['consumer_cpu_pct']}% broker={raw['broker_cpu_pct']}%"
+            )
+        return found
+
+
 # --- part 1: Locust ---------------------------------------------------------------------------
 
 
@@ -165,70 +265,6 @@ def measure_locust(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             if values:
                 summary[f"{name} {figure}"] = {"median": median(values), **spread(values)}
     return {"runs": runs, "summary": summary, "users": args.locust_users}
-
-
-# --- part 3: end to end -----------------------------------------------------------------------
-
-
-def measure_e2e(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = []
-    confirm: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    with rabbit.bench_vhost("bench-e2e") as vhost, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        rabbit.declare(vhost)
-        with load.consumer_agents(vhost, workdir) as procs:
-            rate = float(args.e2e_start_rate)
-            number = 0
-            while rate <= args.e2e_max_rate:
-                number += 1
-                step = load.e2e_step(
-                    vhost, workdir, procs, rate, args.e2e_seconds, args.e2e_users, number
-                )
-                steps.append(step)
-                log(
-                    f"e2e: offered {rate:.0f}/s achieved {step['achieved_rate']}/s bounded="
-                    f"{step['bounded']} p99={step.get('e2e_p99_ms')} ms "
-                    f"cpu={step['consumer_cpu_pct']}%"
-                )
-                if not step["bounded"]:
-                    break
-                best = step  # bounded: the consumers sustained what was actually offered
-                if step["publisher_limited"]:
-                    break  # Locust cannot offer more; doubling the target would not either
-                rate *= 2
-            if best is not None:
-                for _ in range(args.e2e_confirm_rounds):
-                    number += 1
-                    step = load.e2e_step(
-                        vhost,
-                        workdir,
-                        procs,
-                        best["target_rate"],
-                        args.e2e_seconds,
-                        args.e2e_users,
-                        number,
-                    )
-                    confirm.append(step)
-                    log(
-                        f"e2e: confirm at {best['target_rate']:.0f}/s: bounded={step['bounded']}"
-                        f" p99={step.get('e2e_p99_ms')} ms"
-                    )
-    at_best = [s for s in ([best] if best else []) + confirm if s["bounded"]]
-    for step in steps + confirm:
-        step["depth_samples"] = [(round(t, 1), d) for t, d in step["depth_samples"]]
-    return {
-        "steps": steps,
-        "confirm": confirm,
-        "at_max": at_best,
-        "limited_by": (
-            "load generator (Locust could not offer more on this machine)"
-            if steps and steps[-1]["publisher_limited"] and steps[-1]["bounded"]
-            else "consumers (queue depth grew)"
-            if steps and not steps[-1]["bounded"]
-            else "search ceiling"
-        ),
-    }
 
 
 # --- part 4 and 5 -----------------------------------------------------------------------------
@@ -286,23 +322,49 @@ def assemble(
         }
         raw["ratio_rounds"] = parts["ratios"]["series"]
         raw["profile_self_time_pct"] = parts["ratios"]["profile_self_time_pct"]
+    if "process" in parts:
+        series["consumer_process_ratio"] = parts["process"]["series"]
+        raw["process_drain_msgs_per_s"] = {
+            k: {"median": median(v), "rounds": v} for k, v in parts["process"]["rates"].items()
+        }
+        notes.append(
+            f"consumer_process_ratio: `agents consumer` and a bare pika consumer process "
+            f"(json.loads + ack), each draining {args.process_messages} prefilled messages, "
+            f"timed from outside by sampling the queue depth, prefetch {args.prefetch}."
+        )
+    footprint_rows = parts.get("footprint") or []
+    results["agent_rss_mb"] = by_type_and_mode(footprint_rows, "rss_mb") or None
+    results["startup_s"] = by_type_and_mode(footprint_rows, "startup_s") or None
+    if footprint_rows:
+        raw["footprint"] = footprint_rows
+        wrong = [r for r in footprint_rows if r.get("actual_mode") != r["mode"]]
+        if wrong:
+            notes.append(f"footprint: {len(wrong)} runs resolved another AI mode than asked")
+        notes.append(
+            f"agent_rss_mb / startup_s: one `agents <type>` process per type and AI mode, "
+            f"{args.footprint_rounds} rounds; start-up = spawn to the 'RabbitMQ connected' line, "
+            f"RSS {args.footprint_settle:.0f} s later; metrics to the embedded file "
+            "(INFLUXDB_URL unset); live mode against a local scripted Messages API."
+        )
+    if "knee" in parts:
+        kn = parts["knee"]
+        raw["knee"] = kn
+        if kn["at_knee"]:
+            offered = [s["offered_rate"] for s in kn["at_knee"]]
+            p99 = [s["e2e_p99_ms"] for s in kn["at_knee"] if "e2e_p99_ms" in s]
+            series["knee_msgs_per_s"] = offered
+            series["knee_p99_ms"] = p99
+            series["max_sustained_rate_msgs_per_s"] = offered
+            series["e2e_latency_p99_ms"] = p99
+            raw["knee_p50_ms"] = [s.get("e2e_p50_ms") for s in kn["at_knee"]]
+            raw["consumer_cpu_pct_at_knee"] = [s["consumer_cpu_pct"] for s in kn["at_knee"]]
+        notes.append(
+            f"Knee: 2 consumer agents, load from {args.knee_generators} publisher processes "
+            f"without per-message confirms, {args.knee_seconds:.0f} s per step; limited by: "
+            f"{kn['limited_by']}; first unbounded offered rate: {kn['first_unbounded_rate']}."
+        )
     if "locust" in parts:
         raw["locust"] = parts["locust"]
-    if "e2e" in parts:
-        e2e = parts["e2e"]
-        raw["e2e"] = e2e
-        if e2e["at_max"]:
-            series["max_sustained_rate_msgs_per_s"] = [s["achieved_rate"] for s in e2e["at_max"]]
-            series["e2e_latency_p99_ms"] = [
-                s["e2e_p99_ms"] for s in e2e["at_max"] if "e2e_p99_ms" in s
-            ]
-            raw["e2e_latency_p50_ms"] = [s.get("e2e_p50_ms") for s in e2e["at_max"]]
-            raw["consumer_cpu_pct_at_max"] = [s["consumer_cpu_pct"] for s in e2e["at_max"]]
-            raw["consumer_rss_mb_at_max"] = [s["consumer_rss_mb"] for s in e2e["at_max"]]
-        notes.append(
-            f"End-to-end rate limited by: {e2e['limited_by']}; "
-            f"{args.e2e_seconds} s per step (the issue's 60 s: --e2e-seconds 60)."
-        )
     if "cost" in parts:
         c = parts["cost"]
         series["cost_10min_usd"] = [t["usd"] for t in c["totals"]]
@@ -358,16 +420,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="ratio rounds (>= 3)")
     p.add_argument("--consumer-messages", type=int, default=5000)
     p.add_argument("--publisher-messages", type=int, default=2000)
-    p.add_argument("--prefetch", type=int, default=50, help="the consumer agent's default")
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=int(ConsumerSettings.model_fields["prefetch_count"].default),
+        help="the consumer agent's default",
+    )
+    p.add_argument("--process-messages", type=int, default=10000)
+    p.add_argument("--footprint-rounds", type=int, default=3)
+    p.add_argument("--footprint-settle", type=float, default=3.0)
+    p.add_argument("--knee-seconds", type=float, default=60.0, help="per step (the issue: 60)")
+    p.add_argument("--knee-generators", type=int, default=2)
+    p.add_argument("--knee-start-rate", type=float, default=2000.0)
+    p.add_argument("--knee-max-rate", type=float, default=12000.0)
+    p.add_argument("--knee-refine", type=int, default=2)
+    p.add_argument("--knee-confirm-rounds", type=int, default=2)
+    p.add_argument("--no-knee-raw-check", dest="knee_raw_check", action="store_false")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--locust-rounds", type=int, default=3)
     p.add_argument("--locust-users", type=int, default=6)
     p.add_argument("--locust-seconds", type=int, default=10)
-    p.add_argument("--e2e-seconds", type=int, default=20, help="per step (the issue says 60)")
-    p.add_argument("--e2e-users", type=int, default=8)
-    p.add_argument("--e2e-start-rate", type=float, default=250.0)
-    p.add_argument("--e2e-max-rate", type=float, default=8000.0)
-    p.add_argument("--e2e-confirm-rounds", type=int, default=2)
     p.add_argument("--cost-rounds", type=int, default=3)
     p.add_argument("--rss-seconds", type=float, default=60.0, help="the issue says 300")
     p.add_argument("--tests-rounds", type=int, default=1)
@@ -392,8 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     phases: dict[str, Callable[[], Any]] = {
         "ratios": lambda: measure_ratios(args, out),
+        "process": lambda: measure_process(args),
+        "footprint": lambda: measure_footprint(args),
         "locust": lambda: measure_locust(args, out),
-        "e2e": lambda: measure_e2e(args, out),
+        "knee": lambda: measure_knee(args),
         "cost": lambda: measure_cost(args),
         "rss": lambda: [resources.with_vhost_fleet_rss(args.rss_seconds)],
         # Last and alone: the suite is timed on a machine the benchmarks no longer load.
@@ -409,6 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors[name] = f"{type(exc).__name__}: {exc}"
             log(f"phase {name} FAILED: {errors[name]}")
             traceback.print_exc()
+        # Written after every phase, so a run stopped part way keeps what it measured.
+        partial = assemble(args, parts, errors, dict(info))
+        partial["duration_s"] = round(time.monotonic() - started, 1)
+        partial["notes"].append(f"phases completed: {', '.join(parts) or 'none'}")
+        report.write_all(partial, out)
     results = assemble(args, parts, errors, info)
     results["duration_s"] = round(time.monotonic() - started, 1)
     paths = report.write_all(results, out)

@@ -10,22 +10,34 @@ from typing import Any
 # The top-level keys latest.json must carry (issue 7), each a median with `<key>_spread` beside it.
 HEADLINE_KEYS: tuple[str, ...] = (
     "consumer_ratio",
+    "consumer_process_ratio",
     "publisher_ratio",
     "peer_ratio",
+    "knee_msgs_per_s",
+    "knee_p99_ms",
     "max_sustained_rate_msgs_per_s",
     "e2e_latency_p99_ms",
     "cost_10min_usd",
     "agent_rss_mb_max",
     "tests_wall_s",
 )
+# Per agent type and AI mode ({"consumer": {"dry-run": {"median", "min", "max", "n"}}}), issue 13.
+NESTED_KEYS: tuple[str, ...] = ("agent_rss_mb", "startup_s")
 CONTEXT_KEYS: tuple[str, ...] = ("machine", "date", "raw")
 
+# Issue 13's targets.
 TARGETS: dict[str, tuple[str, float]] = {
-    "consumer_ratio": (">=", 0.8),
-    "publisher_ratio": (">=", 0.9),
-    "peer_ratio": (">=", 1.0),
+    "consumer_ratio": (">=", 1.0),
+    "consumer_process_ratio": (">=", 1.0),
+    "publisher_ratio": (">=", 0.95),
+    "peer_ratio": (">=", 1.2),
+    "knee_msgs_per_s": (">=", 6000.0),
+    "knee_p99_ms": ("<=", 100.0),
     "cost_10min_usd": ("<=", 0.10),
+    "tests_wall_s": ("<=", 180.0),
 }
+# Per mode: dry-run <= 60 MB, live and replay <= 100 MB.
+RSS_TARGETS_MB: dict[str, float] = {"dry-run": 60.0, "replay": 100.0, "live": 100.0}
 
 
 def median(values: Iterable[float]) -> float:
@@ -101,8 +113,28 @@ def is_bounded(
 
 def missing_keys(results: Mapping[str, Any]) -> list[str]:
     """Keys latest.json must carry but does not (each headline key needs its `_spread`)."""
-    needed = [*HEADLINE_KEYS, *(f"{k}_spread" for k in HEADLINE_KEYS), *CONTEXT_KEYS]
+    needed = [
+        *HEADLINE_KEYS,
+        *(f"{k}_spread" for k in HEADLINE_KEYS),
+        *NESTED_KEYS,
+        *CONTEXT_KEYS,
+    ]
     return [k for k in needed if k not in results]
+
+
+def by_type_and_mode(
+    measurements: Iterable[Mapping[str, Any]], field: str
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """{type: {mode: {median, min, max, range_pct, n}}} of `field` over rounds."""
+    grouped: dict[str, dict[str, list[float]]] = {}
+    for m in measurements:
+        grouped.setdefault(str(m["type"]), {}).setdefault(str(m["mode"]), []).append(
+            float(m[field])
+        )
+    return {
+        kind: {mode: {"median": median(v), **spread(v)} for mode, v in modes.items()}
+        for kind, modes in grouped.items()
+    }
 
 
 def target_status(key: str, value: float | None) -> str:

@@ -214,7 +214,9 @@ def main() -> int:
         f"# Written by a real local run of the fleet ({args.seconds:.0f} s of `agents run`, "
         "5 agents,\n"
         "# shortened intervals) against RabbitMQ; Claude played by a scripted local Messages API\n"
-        "# server (live mode through the real SDK). Regenerate: tools/record_metrics_fixture.py\n"
+        "# server (live mode through the real SDK). publish and consume are aggregates per\n"
+        "# 1 s flush interval (counts, duration count/sum/max/p50/p99); the other measurements\n"
+        "# are one point per event. Regenerate: tools/record_metrics_fixture.py\n"
     )
     args.out.write_text(header + "\n".join(lines) + "\n")
     print(f"wrote {len(lines)} points to {args.out}")

@@ -64,7 +64,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSErro
 
 _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
 
-Outcome = Literal["ack", "reject", "requeue"]
+# "ack_multiple": ack this delivery and every unsettled one before it on its channel.
+Outcome = Literal["ack", "ack_multiple", "reject", "requeue"]
 
 
 class BrokerError(Exception):
@@ -271,13 +272,23 @@ def backoff_delay(failures: int, max_backoff: float) -> float:
 # Deliveries
 
 
-def _ignore_settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> None:
+def _ignore_settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> bool:
     """Default for deliveries built without a broker (test doubles): settling records only."""
+    return True
+
+
+def _always_open() -> bool:
+    return True
 
 
 @dataclass
 class Delivery:
-    """One received message. Settle it exactly once with `ack`, `reject` or `requeue`."""
+    """One received message. Settle it exactly once with `ack`, `reject` or `requeue`.
+
+    Each settle method returns True only when the broker was told. False means the channel the
+    message arrived on is gone: the broker has taken the message back and will redeliver it (on
+    a new channel, with a new delivery tag). A caller must never log such a settle as done.
+    """
 
     body: bytes
     queue: str
@@ -288,27 +299,51 @@ class Delivery:
     redelivered: bool
     delivery_tag: int
     timestamp: int | None = None  # seconds since the epoch, as set by the publisher
-    settler: Callable[[Delivery, Outcome, str | None], None] = field(
+    settler: Callable[[Delivery, Outcome, str | None], bool] = field(
         default=_ignore_settle, repr=False, compare=False
     )
+    # Whether the channel this delivery arrived on is still open (its tag still means anything).
+    channel_open: Callable[[], bool] = field(default=_always_open, repr=False, compare=False)
+    # Which consume channel it came on: delivery tags are per channel, so a cumulative ack
+    # must only ever cover tags of the same channel_id.
+    channel_id: int = 0
     outcome: Outcome | None = None  # how it was settled; later calls are ignored
+    settled: bool = False  # True once the broker was told (the settle call returned True)
 
-    def ack(self) -> None:
-        self._settle("ack", None)
+    @property
+    def live(self) -> bool:
+        """True while this delivery is unsettled and its channel open (it can still be settled)."""
+        return self.outcome is None and self.channel_open()
 
-    def reject(self, reason: str) -> None:
+    def ack(self, *, multiple: bool = False) -> bool:
+        """Ack this delivery; with `multiple`, also every unsettled earlier one of its channel
+        (the caller marks those with `covered_by_ack`)."""
+        done = self._settle("ack_multiple" if multiple else "ack", None)
+        if self.outcome == "ack_multiple":
+            self.outcome = "ack"
+        return done
+
+    def covered_by_ack(self) -> None:
+        """Record that a cumulative ack of a later tag on the same channel settled this one."""
+        if self.outcome is None:
+            self.outcome = "ack"
+            self.settled = True
+
+    def reject(self, reason: str) -> bool:
         """Dead-letter without requeueing; `reason` travels in the `x-reject-reason` header."""
-        self._settle("reject", reason)
+        return self._settle("reject", reason)
 
-    def requeue(self) -> None:
-        self._settle("requeue", None)
+    def requeue(self) -> bool:
+        return self._settle("requeue", None)
 
-    def _settle(self, outcome: Outcome, reason: str | None) -> None:
-        # Settling a delivery tag twice is a protocol error that closes the whole channel.
+    def _settle(self, outcome: Outcome, reason: str | None) -> bool:
+        # Settling a delivery tag twice is a protocol error that closes the whole channel, and a
+        # failed settle cannot be retried either (the tag died with its channel).
         if self.outcome is not None:
-            return
+            return False
         self.outcome = outcome
-        self.settler(self, outcome, reason)
+        self.settled = bool(self.settler(self, outcome, reason))
+        return self.settled
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +369,9 @@ class Broker(Protocol):
         self, queues: Sequence[str], on_message: Callable[[Delivery], None], prefetch: int
     ) -> None: ...
 
-    def process_events(self, time_limit: float) -> None: ...
+    def process_events(
+        self, time_limit: float, until: Callable[[], bool] | None = None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -399,6 +436,7 @@ class RabbitBroker:
         self._closed = False
         self.declared: dict[str, object] = {}
         self.reconnects = 0  # successful reconnections after a loss (for tests and health)
+        self._consume_serial = 0  # which consume channel a delivery came on (Delivery.channel_id)
 
     # --- connection ---------------------------------------------------------------------
 
@@ -436,6 +474,7 @@ class RabbitBroker:
             declared = declare_topology(control, self._settings.queue_type)
             control.confirm_delivery()
             consume_channel = connection.channel()
+            self._consume_serial += 1  # a new channel: its delivery tags start again at 1
             self._start_consumers(consume_channel, self._consumers)
         except TopologyError:
             _close_quietly(connection)
@@ -676,11 +715,11 @@ class RabbitBroker:
             channel.basic_qos(prefetch_count=consumer.prefetch)
             channel.basic_consume(
                 queue=consumer.queue,
-                on_message_callback=self._dispatcher(consumer),
+                on_message_callback=self._dispatcher(consumer, self._consume_serial),
                 auto_ack=False,
             )
 
-    def _dispatcher(self, consumer: _Consumer) -> Callable[..., None]:
+    def _dispatcher(self, consumer: _Consumer, serial: int) -> Callable[..., None]:
         def on_message(
             channel: BlockingChannel,
             method: Any,
@@ -698,6 +737,8 @@ class RabbitBroker:
                 delivery_tag=method.delivery_tag,
                 timestamp=properties.timestamp,
                 settler=self._settler(channel, properties),
+                channel_open=lambda: channel.is_open,
+                channel_id=serial,
             )
             try:
                 consumer.on_message(delivery)
@@ -724,19 +765,21 @@ class RabbitBroker:
 
     def _settler(
         self, channel: BlockingChannel, properties: pika.BasicProperties
-    ) -> Callable[[Delivery, Outcome, str | None], None]:
-        def settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> None:
+    ) -> Callable[[Delivery, Outcome, str | None], bool]:
+        def settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> bool:
             if not channel.is_open:
-                # Its connection died: the broker has requeued the message and will redeliver.
+                # Its connection or channel died: the broker has taken the message back.
                 self._log.debug(
-                    "settle ignored: channel closed, broker redelivers",
+                    "settle not sent: channel closed, broker redelivers",
                     outcome=outcome,
                     message_id=delivery.message_id,
                 )
-                return
+                return False
             try:
                 if outcome == "ack":
                     channel.basic_ack(delivery_tag=delivery.delivery_tag)
+                elif outcome == "ack_multiple":
+                    channel.basic_ack(delivery_tag=delivery.delivery_tag, multiple=True)
                 elif outcome == "requeue":
                     channel.basic_nack(delivery_tag=delivery.delivery_tag, requeue=True)
                 else:
@@ -748,6 +791,8 @@ class RabbitBroker:
                     message_id=delivery.message_id,
                     error=describe_error(exc),
                 )
+                return False
+            return True
 
         return settle
 
@@ -782,9 +827,17 @@ class RabbitBroker:
                 message_id=delivery.message_id,
                 error=describe_error(exc),
             )
+            # Raises when the channel is gone too: then nothing was dead-lettered, the broker
+            # redelivers, and the caller is told so.
             channel.basic_reject(delivery_tag=delivery.delivery_tag, requeue=False)
         else:
-            channel.basic_ack(delivery_tag=delivery.delivery_tag)
+            # The copy is confirmed, so the message is dead-lettered whatever happens next; if
+            # this ack is lost the original comes back and is dead-lettered again (a duplicate).
+            try:
+                channel.basic_ack(delivery_tag=delivery.delivery_tag)
+            except _TRANSIENT as exc:
+                how = "copied with reason; original not acked, the broker redelivers it"
+                self._log.debug("ack after dead-letter copy failed", error=describe_error(exc))
         self._log.warning(
             "message rejected to the dead-letter queue",
             queue=delivery.queue,
@@ -794,9 +847,10 @@ class RabbitBroker:
             how=how,
         )
 
-    def process_events(self, time_limit: float) -> None:
-        """Pump I/O (deliveries, heartbeats) for `time_limit` seconds; never raises for a lost
-        connection: it reconnects with backoff inside the same time budget instead."""
+    def process_events(self, time_limit: float, until: Callable[[], bool] | None = None) -> None:
+        """Pump I/O (deliveries, heartbeats) for `time_limit` seconds, or until `until()` is
+        true after some deliveries were dispatched; never raises for a lost connection: it
+        reconnects with backoff inside the same time budget instead."""
         if self._closed:
             raise BrokerError("process_events on a closed broker")
         deadline = _Deadline(self._clock, max(0.0, time_limit))
@@ -823,7 +877,7 @@ class RabbitBroker:
                     "RabbitMQ consumers lost; reconnecting to re-register them",
                 )
                 continue
-            if deadline.remaining() <= 0:
+            if deadline.remaining() <= 0 or (until is not None and until()):
                 return
 
 

@@ -3,6 +3,14 @@
 Agents write only through `Measurement.point(...)`, which rejects unknown tags or fields and
 wrong field types, so a typo cannot create a series no dashboard reads. The dashboards build
 their Flux queries from the same objects. Tags stay low-cardinality: never a message id.
+
+Two kinds of measurement:
+- *event* measurements (AI decisions, anomalies, errors, health, queue depths): one point per
+  event, written as it happens;
+- *aggregated* measurements (`publish`, `consume`): per-message facts are folded by an
+  `Aggregator` into one point per flush interval (default 1 s) and tag set, holding counters
+  (counts in the interval) and duration summaries (`<name>_count/_sum/_max/_p50/_p99`). One point
+  per message does not scale to thousands of messages per second.
 """
 
 from __future__ import annotations
@@ -19,18 +27,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-# Imported at start-up, not on the first write: the import takes ~2 s on a small machine and
-# would otherwise stall an agent's first publish.
-from influxdb_client import Point, WritePrecision
-
+from agents.core.clock import Clock, SystemClock
 from agents.core.logs import Logger, describe_error
 
 if TYPE_CHECKING:
+    # influxdb_client costs ~2 s and tens of MB to import: only InfluxSink (INFLUXDB_URL set)
+    # and the reference encoder in tests load it.
+    from influxdb_client import Point
+
     from agents.core.settings import CommonSettings
 
 FieldType = type[int] | type[float] | type[str] | type[bool]
 
 COMMON_TAGS = frozenset({"agent_id", "agent_type"})
+
+# The fields one duration summary writes, as suffixes of its name (processing_duration_ms_p99).
+SUMMARY_STATS: dict[str, FieldType] = {
+    "count": int,
+    "sum": float,
+    "max": float,
+    "p50": float,
+    "p99": float,
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,30 @@ class Measurement:
     tags: frozenset[str]
     fields: Mapping[str, FieldType]
     description: str = ""
+    # Aggregated measurements only: what an agent reports per message.
+    counters: frozenset[str] = frozenset()
+    summaries: frozenset[str] = frozenset()
+    # Per-message names used before aggregation, still accepted by `Metrics.write`.
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def aggregated(self) -> bool:
+        return bool(self.counters or self.summaries)
+
+    def summary_fields(self, name: str) -> dict[str, str]:
+        """{stat: written field name} of one duration summary: {"p99": "x_ms_p99", ...}."""
+        if name not in self.summaries:
+            raise ValueError(f"{self.name}: {name!r} is not a duration summary")
+        return {stat: f"{name}_{stat}" for stat in SUMMARY_STATS}
+
+    def check_tags(self, tags: Mapping[str, str]) -> None:
+        unknown_tags = set(tags) - self.tags
+        missing_tags = COMMON_TAGS - set(tags)
+        if unknown_tags or missing_tags:
+            raise ValueError(
+                f"{self.name}: unknown tags {sorted(unknown_tags)}, "
+                f"missing tags {sorted(missing_tags)}"
+            )
 
     def point(
         self,
@@ -89,17 +131,46 @@ def _m(name: str, extra_tags: set[str], fields: Mapping[str, FieldType], doc: st
     return Measurement(name, COMMON_TAGS | frozenset(extra_tags), dict(fields), doc)
 
 
-PUBLISH = _m(
+def _aggregated(
+    name: str,
+    extra_tags: set[str],
+    counters: set[str],
+    summaries: set[str],
+    doc: str,
+    aliases: Mapping[str, str] | None = None,
+) -> Measurement:
+    fields: dict[str, FieldType] = {counter: int for counter in counters}
+    for summary in summaries:
+        fields.update({f"{summary}_{stat}": kind for stat, kind in SUMMARY_STATS.items()})
+    return Measurement(
+        name,
+        COMMON_TAGS | frozenset(extra_tags),
+        fields,
+        doc,
+        frozenset(counters),
+        frozenset(summaries),
+        dict(aliases or {}),
+    )
+
+
+PUBLISH = _aggregated(
     "publish",
     {"queue"},
-    {"messages_published": int, "publish_duration_ms": float},
-    "One point per confirmed publish; duration is the publisher-confirm round trip.",
+    {"messages_published"},
+    {"publish_duration_ms"},
+    "Per flush interval and queue: confirmed publishes (a count) and the publisher-confirm "
+    "round trip (publish_duration_ms_count/_sum/_max/_p50/_p99).",
 )
-CONSUME = _m(
+CONSUME = _aggregated(
     "consume",
     {"queue", "action"},
-    {"messages_consumed": int, "processing_duration_ms": float, "ai_decision_used": bool},
-    "One point per message handled (processed, batched-then-processed or flagged).",
+    {"messages_consumed", "ai_decisions_used"},
+    {"processing_duration_ms"},
+    "Per flush interval, queue and action: messages handled (processed, batched-then-processed "
+    "or flagged), how many of them on an AI decision, and the processing time summary.",
+    # Named per message before aggregation (a bool); now a count, under a new name so InfluxDB
+    # never sees one field change type.
+    aliases={"ai_decision_used": "ai_decisions_used"},
 )
 AI_DECISION = _m(
     "ai_decision",
@@ -210,6 +281,8 @@ class MetricPoint:
 
     def to_point(self) -> Point:
         """The same point as influxdb-client's `Point` (the reference encoder)."""
+        from influxdb_client import Point, WritePrecision
+
         point = Point(self.measurement)
         for key in sorted(self.tags):
             point.tag(key, self.tags[key])
@@ -517,12 +590,213 @@ def sink_from_settings(settings: CommonSettings, logger: Logger | None = None) -
     return FileSink(settings.metrics_file, logger)
 
 
-class Metrics:
-    """The agent-facing writer: fills in agent_id/agent_type and hands points to a sink."""
+def _nearest_rank(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted values by the nearest-rank method (an observed value)."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
-    def __init__(self, sink: MetricsSink, agent_id: str, agent_type: str) -> None:
+
+class _Series:
+    """One (measurement, tag set)'s facts in the current interval."""
+
+    __slots__ = ("counts", "tags", "values")
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        self.tags = tags
+        self.counts: dict[str, int] = {}
+        self.values: dict[str, list[float]] = {}
+
+
+class Aggregator:
+    """Folds per-message counts and durations into one point per interval and tag set.
+
+    The consumer and publisher call, per message::
+
+        aggregator.count(CONSUME, "messages_consumed", 1, queue="fictional", action="process")
+        aggregator.observe(CONSUME, "processing_duration_ms", 0.42, queue=..., action=...)
+
+    and every `interval_seconds` (on the injected clock) each tag set seen in the interval becomes
+    one point: counters as counts in the interval, each duration as `<field>_count`, `_sum`,
+    `_max`, `_p50`, `_p99` (nearest rank over every value of the interval, so exact). Tag sets
+    with nothing in an interval write nothing.
+
+    When points are written: `count`/`observe` first flush a finished interval (one clock read
+    and a compare); `tick()` does the same for an idle agent (agent loops, or the background
+    thread `start_flusher` starts in production); `flush()` writes everything at once, and
+    `Metrics.close` calls it, so a stopping agent loses nothing. Field names and tag names are
+    checked against the schema at the call (a tag set once, when first seen), never later.
+    Thread-safe; points go to the sink outside the lock.
+    """
+
+    def __init__(
+        self,
+        sink: MetricsSink,
+        base_tags: Mapping[str, str],
+        clock: Clock | None = None,
+        interval_seconds: float = 1.0,
+    ) -> None:
+        if not interval_seconds > 0:
+            raise ValueError("interval_seconds must be > 0")
+        self.sink = sink
+        self.interval_seconds = interval_seconds
+        self._base_tags = dict(base_tags)
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._by_call: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._monotonic = self._clock.monotonic
+        self._due = self._monotonic() + interval_seconds
+        self._flusher: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # --- recording -------------------------------------------------------------------------
+
+    def _get(self, measurement: Measurement, tags: Mapping[str, str]) -> _Series:
+        # Caller holds the lock. The per-message path: keyed on the tags as the call gave them
+        # (no sort), mapped once per call shape to the series of the sorted tag set, so one
+        # tag set is one series whatever the keyword order.
+        call_key = (measurement.name, tuple(tags.items()))
+        series = self._by_call.get(call_key)
+        if series is None:
+            key = (measurement.name, tuple(sorted(tags.items())))
+            series = self._series.get(key)
+            if series is None:
+                full = {**self._base_tags, **{k: _tag_value(v) for k, v in tags.items()}}
+                measurement.check_tags(full)
+                series = self._series[key] = _Series(full)
+            self._by_call[call_key] = series
+        return series
+
+    def count(self, measurement: Measurement, field: str, n: int = 1, **tags: str) -> None:
+        """Add `n` to a counter of the current interval."""
+        if field not in measurement.counters:
+            raise ValueError(f"{measurement.name}: {field!r} is not a counter")
+        if self._monotonic() >= self._due:
+            self.flush()
+        with self._lock:
+            counts = self._get(measurement, tags).counts
+            counts[field] = counts.get(field, 0) + int(n)
+
+    def observe(self, measurement: Measurement, field: str, value: float, **tags: str) -> None:
+        """Add one duration (or any non-negative amount) to a summary of the current interval."""
+        if field not in measurement.summaries:
+            raise ValueError(f"{measurement.name}: {field!r} is not a duration summary")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{measurement.name}.{field}: not a finite number")
+        if self._monotonic() >= self._due:
+            self.flush()
+        with self._lock:
+            values = self._get(measurement, tags).values
+            if field in values:
+                values[field].append(value)
+            else:
+                values[field] = [value]
+
+    def event(self, measurement: Measurement, fields: Mapping[str, Any], **tags: str) -> None:
+        """Fold one message's fields: counters add (a bool counts 1 or 0), summaries observe."""
+        if self._monotonic() >= self._due:
+            self.flush()
+        with self._lock:
+            series = self._get(measurement, tags)
+            for name, value in fields.items():
+                name = measurement.aliases.get(name, name)
+                if name in measurement.counters:
+                    series.counts[name] = series.counts.get(name, 0) + int(value)
+                elif name in measurement.summaries:
+                    number = float(value)
+                    if not math.isfinite(number):
+                        raise ValueError(f"{measurement.name}.{name}: not a finite number")
+                    series.values.setdefault(name, []).append(number)
+                else:
+                    raise ValueError(
+                        f"{measurement.name}: {name!r} is neither a counter nor a summary"
+                    )
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> int:
+        """Flush if the current interval is over (at `now`, else the clock's monotonic time)."""
+        if (self._clock.monotonic() if now is None else now) < self._due:
+            return 0
+        return self.flush()
+
+    def flush(self) -> int:
+        """Write every series of the current interval now and start the next; points written."""
+        with self._lock:
+            series, self._series, self._by_call = self._series, {}, {}
+            self._due = self._monotonic() + self.interval_seconds
+        if not series:
+            return 0
+        time_ns = _datetime_ns(self._clock.now())
+        written = 0
+        for (name, _), one in series.items():
+            measurement = SCHEMA[name]
+            fields: dict[str, int | float] = dict(one.counts)
+            for summary, values in one.values.items():
+                ordered = sorted(values)
+                names = measurement.summary_fields(summary)
+                fields[names["count"]] = len(ordered)
+                fields[names["sum"]] = math.fsum(ordered)
+                fields[names["max"]] = ordered[-1]
+                fields[names["p50"]] = _nearest_rank(ordered, 0.50)
+                fields[names["p99"]] = _nearest_rank(ordered, 0.99)
+            if fields:
+                self.sink.write(measurement.point(one.tags, fields, time_ns))
+                written += 1
+        return written
+
+    def start_flusher(self) -> None:
+        """Tick from a daemon thread, so an idle agent's last interval is not held back."""
+        if self._flusher is not None:
+            return
+
+        def run() -> None:
+            while not self._stopped.wait(min(0.25, self.interval_seconds / 2)):
+                self.tick()
+
+        self._flusher = threading.Thread(target=run, name="metrics-flusher", daemon=True)
+        self._flusher.start()
+
+    def close(self) -> None:
+        """Stop the flusher thread and write what is left."""
+        self._stopped.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=2.0)
+        self.flush()
+
+
+def _datetime_ns(moment: datetime) -> int:
+    # Integer arithmetic: timestamp() as a float loses the last digits of the nanoseconds.
+    from datetime import UTC
+
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+class Metrics:
+    """The agent-facing writer: fills in agent_id/agent_type and hands points to a sink.
+
+    `write` sends one point per call for event measurements and folds the fields of aggregated
+    ones (`publish`, `consume`) into the `aggregator`; `count` and `observe` are the cheaper
+    direct calls for the per-message hot paths. `close` flushes the aggregates first.
+    """
+
+    def __init__(
+        self,
+        sink: MetricsSink,
+        agent_id: str,
+        agent_type: str,
+        *,
+        clock: Clock | None = None,
+        flush_interval_seconds: float = 1.0,
+    ) -> None:
         self.sink = sink
         self._base_tags = {"agent_id": agent_id, "agent_type": agent_type}
+        self.aggregator = Aggregator(sink, self._base_tags, clock, flush_interval_seconds)
+        self.count = self.aggregator.count
+        self.observe = self.aggregator.observe
+        self.tick = self.aggregator.tick
+        self.flush = self.aggregator.flush
 
     def write(
         self,
@@ -531,10 +805,16 @@ class Metrics:
         time_ns: int | None = None,
         **tags: str,
     ) -> None:
+        if measurement.aggregated:
+            self.aggregator.event(measurement, fields, **tags)
+            return
         self.sink.write(measurement.point({**self._base_tags, **tags}, fields, time_ns))
 
     def error(self, kind: str) -> None:
         self.write(ERRORS, {"error_count": 1}, kind=kind)
 
     def close(self) -> None:
-        self.sink.close()
+        try:
+            self.aggregator.close()
+        finally:
+            self.sink.close()

@@ -85,6 +85,8 @@ class CommonSettings(BaseSettings):
     influxdb_org: str = Field("monitoring", min_length=1)
     influxdb_bucket: str = Field("agent_metrics", min_length=1)
     metrics_file: Path = Path("var/metrics.lp")
+    # Publish and consume counts and durations are written as one aggregate per this interval.
+    metrics_flush_interval_seconds: float = Field(1.0, gt=0, le=300)
 
     # --- RabbitMQ -----------------------------------------------------------------------
     rabbitmq_host: str = Field("localhost", min_length=1)
@@ -213,6 +215,10 @@ class ConsumerSettings(CommonSettings):
     batch_size: int = Field(10, ge=1, le=1000)
     batch_max_wait_seconds: float = Field(5.0, gt=0, le=3600)
     processing_time_ms: float = Field(0.0, ge=0, le=60_000)
+    # Group commit: handled messages' lines are written in one write, then acked at once, every
+    # COMMIT_EVERY_MESSAGES messages or COMMIT_INTERVAL_MS, and whenever the consumer would wait.
+    commit_every_messages: int = Field(64, ge=1, le=10_000)
+    commit_interval_ms: float = Field(20.0, ge=1, le=10_000)
 
     _id_template = field_validator("consumer_id", mode="before")(expand_agent_id)
 

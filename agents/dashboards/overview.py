@@ -1,4 +1,4 @@
-"""Dashboard 1, System Overview: throughput, queue depths, the latest agent logs."""
+"""Dashboard 1, System Overview: throughput, durations, queue depths, the latest agent logs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ def build() -> c.Dashboard:
     throughput = c.timeseries(
         "Messages published and consumed",
         "Messages per second, per queue: confirmed publishes (publish.messages_published) and "
-        "handled messages (consume.messages_consumed), summed per window and divided by its "
-        "length, so the scale does not change with the zoom.",
+        "handled messages (consume.messages_consumed). Agents write these as counts per flush "
+        "interval (1 s); the panel sums them per window and divides by its length, so the "
+        "scale does not change with the zoom.",
         c.MSG_PER_S,
         c.influx(
             query(
@@ -36,6 +37,35 @@ def build() -> c.Dashboard:
             "B",
         ),
         width=16,
+    )
+    durations = c.timeseries(
+        "Publish and processing duration (p50 / p99)",
+        "Publisher-confirm round trip (publish.publish_duration_ms) and consumer processing time "
+        "(consume.processing_duration_ms), per queue. Agents write exact p50 and p99 per 1 s "
+        "interval; percentiles do not add up across intervals or agents, so each window shows "
+        "the worst (max) of them, an upper bound rather than a fleet-wide percentile.",
+        c.MS,
+        c.influx(
+            query(
+                PUBLISH,
+                "publish_duration_ms_p50",
+                "publish_duration_ms_p99",
+                group_by=["_field", "queue"],
+                steps=[window("max")],
+            ),
+            "A",
+        ),
+        c.influx(
+            query(
+                CONSUME,
+                "processing_duration_ms_p50",
+                "processing_duration_ms_p99",
+                group_by=["_field", "queue"],
+                steps=[window("max")],
+            ),
+            "B",
+        ),
+        width=24,
     )
     depths = c.gauge(
         "Queue depths",
@@ -69,5 +99,6 @@ def build() -> c.Dashboard:
         )
         .with_panel(throughput)
         .with_panel(depths)
+        .with_panel(durations)
         .with_panel(logs)
     )

@@ -103,6 +103,18 @@ def test_system_overview_panels(dashboards: dict[str, dict[str, Any]]) -> None:
     assert flow["type"] == "timeseries"
     assert '"messages_published"' in _texts(flow) and '"messages_consumed"' in _texts(flow)
     assert p["Queue depths"]["type"] == "gauge"
+    durations = p["Publish and processing duration (p50 / p99)"]
+    assert durations["type"] == "timeseries"
+    assert durations["fieldConfig"]["defaults"]["unit"] == "ms"
+    for field in (
+        "publish_duration_ms_p50",
+        "publish_duration_ms_p99",
+        "processing_duration_ms_p50",
+        "processing_duration_ms_p99",
+    ):
+        assert f'"{field}"' in _texts(durations)
+    # Counts are summed per window; percentiles cannot be, so they are maxed.
+    assert "fn: sum" in _texts(flow) and "fn: max" in _texts(durations)
     logs = p["Agent logs (last 50 lines)"]
     assert logs["type"] == "table" and logs["targets"][0]["maxLines"] == 50
 

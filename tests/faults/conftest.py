@@ -52,13 +52,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not config.getoption("--run-long-faults", default=False) or not summaries:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    fresh = {summary["scenario"] for summary in summaries}
+    kept = [
+        {**summary, "recorded_at": summary.get("recorded_at", previous_at)}
+        for summary, previous_at in _previous_scenarios()
+        if summary.get("scenario") not in fresh
+    ]
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     document = {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated_at": now,
         "host": platform.node(),
         "python": platform.python_version(),
-        "scenarios": summaries,
+        # A scenario not run this time (e.g. broker_restart, which stops the shared broker)
+        # keeps its last result, with the time it was recorded.
+        "scenarios": [*kept, *({**s, "recorded_at": now} for s in summaries)],
     }
     RESULTS.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def _previous_scenarios() -> list[tuple[dict[str, Any], str]]:
+    try:
+        document = json.loads(RESULTS.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    at = str(document.get("generated_at", ""))
+    return [(s, at) for s in document.get("scenarios", []) if isinstance(s, dict)]
 
 
 class FaultReport:

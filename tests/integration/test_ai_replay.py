@@ -76,7 +76,7 @@ def test_a_miss_is_a_loud_immediate_fallback(workdir: Path) -> None:
         )
     data["interactions"].append(data["interactions"][0])
     path.write_text(yaml.safe_dump(data))
-    from agents.core.ai.client import AnthropicClient, replay_sdk
+    from agents.core.ai.sdk import AnthropicClient, replay_sdk
 
     settings = load_settings(ConsumerSettings)
     sdk = replay_sdk(load_cassette(path), timeout_s=5)

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from agents.core.logs import JsonLogger, Redactor
-from agents.core.metrics import PUBLISH, InfluxSink, Metrics
+from agents.core.metrics import ANOMALY, InfluxSink, Metrics
 from agents.core.metrics_read import InfluxMetricsReader, MetricsReadError
 
 TOKEN = "influx-test-token-abc"
@@ -43,8 +43,8 @@ def test_write_sends_exact_line_protocol_org_bucket_and_token(httpserver: HTTPSe
     sink = make_sink(httpserver.url_for("/"))
     metrics = Metrics(sink, "publisher-1", "publisher")
     metrics.write(
-        PUBLISH,
-        {"messages_published": 1, "publish_duration_ms": 4.5},
+        ANOMALY,
+        {"anomaly_count": 1},
         time_ns=1_769_854_530_000_000_000,
         queue="fictional",
     )
@@ -56,8 +56,8 @@ def test_write_sends_exact_line_protocol_org_bucket_and_token(httpserver: HTTPSe
     assert request.args["precision"] == "ns"
     assert request.headers["Authorization"] == f"Token {TOKEN}"
     assert request.get_data(as_text=True) == (
-        "publish,agent_id=publisher-1,agent_type=publisher,queue=fictional "
-        "messages_published=1i,publish_duration_ms=4.5 1769854530000000000"
+        "anomaly,agent_id=publisher-1,agent_type=publisher,queue=fictional "
+        "anomaly_count=1i 1769854530000000000"
     )
     assert sink.errors.written_points == 1
 
@@ -70,7 +70,7 @@ def test_a_500_is_counted_and_logged_once_never_raised(httpserver: HTTPServer) -
     sink = make_sink(httpserver.url_for("/"), stream)
     metrics = Metrics(sink, "publisher-1", "publisher")
     for _ in range(3):
-        metrics.write(PUBLISH, {"messages_published": 1}, queue="fictional")
+        metrics.write(ANOMALY, {"anomaly_count": 1}, queue="fictional")
         wait_for(lambda: sink.errors.failed_points > 0)
     sink.close()
     assert sink.errors.failed_points >= 3
@@ -88,7 +88,7 @@ def test_refused_connection_leaves_the_caller_running() -> None:
     metrics = Metrics(sink, "publisher-1", "publisher")
     started = time.monotonic()
     for _ in range(100):
-        metrics.write(PUBLISH, {"messages_published": 1}, queue="fictional")
+        metrics.write(ANOMALY, {"anomaly_count": 1}, queue="fictional")
     assert time.monotonic() - started < 1.0  # writes only enqueue
     wait_for(lambda: sink.errors.failed_points >= 1)
     sink.close()

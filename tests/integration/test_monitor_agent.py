@@ -43,16 +43,11 @@ def test_samples_real_depths_and_analyses_the_shared_metrics_file(
         for _ in range(5):
             channel.basic_publish("books", "fictional", b"{}", mandatory=True)
         connection.close()
-        publisher_metrics = Metrics(FileSink(path), "publisher-1", "publisher")
-        now_ns = int(clock.now().timestamp() * 1e9)
-        for n in range(5):
-            publisher_metrics.write(
-                PUBLISH,
-                {"messages_published": 1, "publish_duration_ms": 2.0},
-                now_ns - n,
-                queue="fictional",
-            )
-        publisher_metrics.close()
+        publisher_metrics = Metrics(FileSink(path), "publisher-1", "publisher", clock=clock)
+        for _ in range(5):
+            publisher_metrics.count(PUBLISH, "messages_published", 1, queue="fictional")
+            publisher_metrics.observe(PUBLISH, "publish_duration_ms", 2.0, queue="fictional")
+        publisher_metrics.close()  # one aggregate point: messages_published=5
 
         monitor = Monitor(
             settings,

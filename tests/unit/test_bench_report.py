@@ -82,6 +82,9 @@ def _results() -> dict[str, Any]:
     results["machine"] = {"cores": 2, "cpu_model": "AMD EPYC"}
     results["parameters"] = {"rounds": 5}
     results["raw"] = {"rates_msgs_per_s": {"pika_consumer": {"median": 9000.0}}}
+    rss = {"median": 45.0, "min": 44.0, "max": 47.0, "range_pct": 6.7, "n": 3}
+    results["agent_rss_mb"] = {"consumer": {"dry-run": rss, "live": {**rss, "median": 120.0}}}
+    results["startup_s"] = {"consumer": {"dry-run": {"median": 0.9, "min": 0.8, "max": 1.1}}}
     return results
 
 
@@ -91,16 +94,18 @@ def test_summary_table_has_every_figure_and_target_status() -> None:
     table = report.markdown(results)
     for label, _unit in report.LABELS.values():
         assert label in table
-    assert "**missed**" in table  # consumer_ratio 0.5 < 0.8
+    assert "**missed**" in table  # consumer_ratio 0.5 < 1.0
     assert "AMD EPYC (2 cores)" in table
     assert "pika_consumer: 9000" in table
     assert "- a note" in table
+    assert "| consumer | dry-run | 45 MB (44..47) | <= 60 MB met | 0.90 s" in table
+    assert "| consumer | live | 120 MB (44..47) | <= 100 MB **missed**" in table
 
 
 def test_csv_rows_one_per_headline_key() -> None:
     rows = report.csv_rows(_results())
     assert [r["key"] for r in rows] == list(HEADLINE_KEYS)
-    assert rows[0]["target"] == ">= 0.8" and rows[0]["status"] == "missed"
+    assert rows[0]["target"] == ">= 1.0" and rows[0]["status"] == "missed"
 
 
 def test_a_missing_figure_reads_n_a() -> None:

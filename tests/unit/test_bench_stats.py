@@ -71,17 +71,20 @@ def test_missing_keys_names_every_headline_and_its_spread() -> None:
         "consumer_ratio",
         "consumer_ratio_spread",
         "tests_wall_s_spread",
+        "agent_rss_mb",
+        "startup_s",
         "machine",
         "date",
     }
     complete = {k: 1.0 for k in stats.HEADLINE_KEYS}
     complete |= {f"{k}_spread": {} for k in stats.HEADLINE_KEYS}
-    complete |= {"machine": {}, "date": "", "raw": {}}
+    complete |= {"machine": {}, "date": "", "raw": {}, "agent_rss_mb": {}, "startup_s": {}}
     assert stats.missing_keys(complete) == []
 
 
-def test_the_issue_lists_these_result_keys() -> None:
+def test_the_issues_list_these_result_keys() -> None:
     assert set(stats.HEADLINE_KEYS) == {
+        # issue 7
         "consumer_ratio",
         "publisher_ratio",
         "peer_ratio",
@@ -90,12 +93,30 @@ def test_the_issue_lists_these_result_keys() -> None:
         "cost_10min_usd",
         "agent_rss_mb_max",
         "tests_wall_s",
+        # issue 13
+        "consumer_process_ratio",
+        "knee_msgs_per_s",
+        "knee_p99_ms",
     }
+    assert set(stats.NESTED_KEYS) == {"agent_rss_mb", "startup_s"}
 
 
 def test_target_status() -> None:
-    assert stats.target_status("consumer_ratio", 0.81) == "met"
-    assert stats.target_status("consumer_ratio", 0.79) == "missed"
+    assert stats.target_status("consumer_ratio", 1.01) == "met"
+    assert stats.target_status("consumer_ratio", 0.99) == "missed"
+    assert stats.target_status("publisher_ratio", 0.94) == "missed"
+    assert stats.target_status("knee_p99_ms", 101.0) == "missed"
     assert stats.target_status("cost_10min_usd", 0.2) == "missed"
-    assert stats.target_status("tests_wall_s", 30.0) == ""
+    assert stats.target_status("tests_wall_s", 170.0) == "met"
+    assert stats.target_status("agent_rss_mb_max", 30.0) == ""
     assert stats.target_status("peer_ratio", None) == ""
+
+
+def test_footprint_rows_group_by_type_and_mode() -> None:
+    rows = [{"type": "consumer", "mode": "dry-run", "rss_mb": v} for v in (44.0, 47.0, 45.0)] + [
+        {"type": "consumer", "mode": "live", "rss_mb": 90.0}
+    ]
+    grouped = stats.by_type_and_mode(rows, "rss_mb")
+    assert grouped["consumer"]["dry-run"]["median"] == 45.0
+    assert grouped["consumer"]["dry-run"]["n"] == 3
+    assert grouped["consumer"]["live"]["min"] == 90.0

@@ -128,3 +128,22 @@ def test_context_may_use_the_envelope_key_names() -> None:
     assert record["level"] == "INFO"
     assert record["agent_id"] == "publisher-1"
     assert record["context"] == {"message": "a reply's text", "level": "high", "agent_id": "x"}
+
+
+def test_each_line_carries_its_own_millisecond() -> None:
+    # Timestamps are formatted once per millisecond; a line in the next one must not reuse it.
+    clock = FakeClock(wall=datetime(2026, 1, 31, 10, 15, 30, 999_400, tzinfo=UTC))
+    stream = io.StringIO()
+    logger = JsonLogger("publisher-1", "publisher", stream=stream, clock=clock)
+    stamps = []
+    for step in (0.0, 0.0005, 0.0002, 0.0005, 59.0):
+        clock.advance(step)
+        logger.info("tick")
+        stamps.append(json.loads(stream.getvalue().splitlines()[-1])["timestamp"])
+    assert stamps == [
+        "2026-01-31T10:15:30.999Z",
+        "2026-01-31T10:15:30.999Z",
+        "2026-01-31T10:15:31.000Z",
+        "2026-01-31T10:15:31.000Z",
+        "2026-01-31T10:16:30.000Z",
+    ]

@@ -3,12 +3,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import influxdb_client  # noqa: F401  (the reference encoder; imported lazily by agents)
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.core.metrics import (
     AI_DECISION,
+    ANOMALY,
     CONSUME,
     PUBLISH,
     QUEUE_DEPTH,
@@ -39,8 +41,11 @@ SPEC_FIELDS = {
 
 
 def test_schema_keeps_the_specification_field_names() -> None:
-    defined = {name for m in SCHEMA.values() for name in m.fields}
+    # A duration "histogram" of the specification is an aggregated summary under its name.
+    defined = {name for m in SCHEMA.values() for name in [*m.fields, *m.summaries]}
     assert defined >= SPEC_FIELDS
+    assert PUBLISH.summary_fields("publish_duration_ms")["p99"] in PUBLISH.fields
+    assert CONSUME.summary_fields("processing_duration_ms")["p50"] in CONSUME.fields
 
 
 def test_no_measurement_tags_a_message_id() -> None:
@@ -58,7 +63,7 @@ def test_point_rejects_unknown_fields_tags_and_wrong_types() -> None:
     with pytest.raises(TypeError, match="expected int"):
         PUBLISH.point(TAGS, {"messages_published": "one"})
     with pytest.raises(ValueError, match="finite"):
-        PUBLISH.point(TAGS, {"publish_duration_ms": float("inf")})
+        PUBLISH.point(TAGS, {"publish_duration_ms_max": float("inf")})
 
 
 def test_ints_widen_to_float_fields_and_strings_lose_newlines() -> None:
@@ -103,10 +108,10 @@ def test_file_sink_and_reader_answer_sum_last_count(tmp_path: Path) -> None:
     sink = FileSink(path)
     metrics = Metrics(sink, "consumer-1", "consumer")
     old = now - timedelta(minutes=10)
-    metrics.write(CONSUME, {"messages_consumed": 1}, ns(old), queue="fictional", action="process")
+    metrics.write(ANOMALY, {"anomaly_count": 1}, ns(old), queue="fictional")
     for i in range(3):
         t = ns(now + timedelta(seconds=i))
-        metrics.write(CONSUME, {"messages_consumed": 1}, t, queue="fictional", action="process")
+        metrics.write(ANOMALY, {"anomaly_count": 2}, t, queue="fictional")
         metrics.write(QUEUE_DEPTH, {"queue_depth": 10 + i}, t, queue="fictional")
     metrics.write(QUEUE_DEPTH, {"queue_depth": 7}, ns(now), queue="non-fictional")
     metrics.close()
@@ -115,8 +120,8 @@ def test_file_sink_and_reader_answer_sum_last_count(tmp_path: Path) -> None:
 
     reader = FileMetricsReader(path)
     since = now - timedelta(minutes=5)
-    assert reader.sum_field("consume", "messages_consumed", since) == {"": 3.0}
-    assert reader.count("consume", "messages_consumed", old, group_by="queue") == {"fictional": 4}
+    assert reader.sum_field("anomaly", "anomaly_count", since) == {"": 6.0}
+    assert reader.count("anomaly", "anomaly_count", old, group_by="queue") == {"fictional": 4}
     assert reader.last_field("queue_depth", "queue_depth", since, group_by="queue") == {
         "fictional": 12.0,
         "non-fictional": 7.0,
@@ -129,6 +134,7 @@ def test_memory_sink_filters_by_tags() -> None:
     metrics = Metrics(sink, "publisher-1", "publisher")
     metrics.write(PUBLISH, {"messages_published": 1}, queue="fictional")
     metrics.error("publish_failed")
+    metrics.flush()
     assert len(sink.where("publish", queue="fictional")) == 1
     assert sink.where("errors")[0].tags["kind"] == "publish_failed"
 

@@ -20,16 +20,13 @@ from agents.core.ai import prompts, schemas
 from agents.core.ai.budget import BudgetWatch
 from agents.core.ai.client import (
     AIError,
-    AnthropicClient,
     DecisionClient,
     DryRunClient,
     Mode,
     ModelRequest,
     cassette_metadata,
-    live_sdk,
     load_cassette,
     recorded_for,
-    replay_sdk,
 )
 from agents.core.ai.guard import CostGuard, GuardLimits, Refused
 from agents.core.ai.ledger import Ledger, memory_ledger, open_ledger
@@ -449,7 +446,10 @@ def build_engine(
 
 
 def _client_for(choice: ModeChoice, settings: CommonSettings, clock: Clock) -> DecisionClient:
+    # The SDK is imported here, by the two modes that call it: a dry-run agent never loads it.
     if choice.mode == "live" and settings.anthropic_api_key is not None:
+        from agents.core.ai.sdk import AnthropicClient, live_sdk
+
         sdk = live_sdk(
             settings.anthropic_api_key.get_secret_value(),
             settings.anthropic_base_url,
@@ -459,6 +459,8 @@ def _client_for(choice: ModeChoice, settings: CommonSettings, clock: Clock) -> D
             sdk, settings.claude_model, "live", clock, retries=settings.ai_max_retries
         )
     if choice.mode == "replay" and choice.cassette is not None:
+        from agents.core.ai.sdk import AnthropicClient, replay_sdk
+
         sdk = replay_sdk(load_cassette(choice.cassette), settings.ai_timeout_seconds)
         return AnthropicClient(sdk, settings.claude_model, "replay", clock)
     return DryRunClient(settings.claude_model)

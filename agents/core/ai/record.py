@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai.client import AnthropicClient, DecisionClient, live_sdk
+from agents.core.ai.client import DecisionClient
 from agents.core.ai.engine import DecisionEngine
+from agents.core.ai.sdk import AnthropicClient, live_sdk
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics

@@ -13,9 +13,10 @@ from typing import Any
 import anthropic
 import httpx2
 
-from agents.core.ai.client import AnthropicClient, DecisionClient, live_sdk
+from agents.core.ai.client import DecisionClient
 from agents.core.ai.engine import DecisionEngine, build_engine
 from agents.core.ai.ledger import Ledger
+from agents.core.ai.sdk import AnthropicClient, live_sdk
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, MetricPoint, Metrics

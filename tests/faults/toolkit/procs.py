@@ -117,7 +117,7 @@ class AgentProcess:
 
         return wait_until(probe, timeout, f"{self.name}: {what}")
 
-    def wait_connected(self, timeout: float = 30.0) -> None:
+    def wait_connected(self, timeout: float = 60.0) -> None:
         self.wait_for_line(
             lambda line: line.get("message") in ("RabbitMQ connected", "RabbitMQ reconnected"),
             timeout,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -191,3 +192,39 @@ class QueueInspector:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 self._connection.close()
         self._connection = self._channel = None
+
+
+def close_agent_connection(
+    vhost: str, agent_id: str, timeout: float = 20.0, already: set[str] | None = None
+) -> int:
+    """Force-close the connections of one agent (`books-agents/<agent_id>`) in `vhost`.
+
+    The management API lists a new connection a few seconds late, so this waits (bounded) until
+    the agent's connection is listed, then closes it. Returns how many were closed. Names in
+    `already` (connections closed before, possibly still listed) are skipped, and new ones added.
+    """
+    already = set() if already is None else already
+    deadline = time.monotonic() + timeout
+    wanted = f"books-agents/{agent_id}"
+    while True:
+        mine = [
+            c
+            for c in vhost_connections(vhost)
+            if (c.get("client_properties") or {}).get("connection_name") == wanted
+            and c["name"] not in already
+        ]
+        if mine:
+            closed = 0
+            for connection in mine:
+                with contextlib.suppress(urllib.error.HTTPError):
+                    management(
+                        "DELETE",
+                        f"/api/connections/{_q(connection['name'])}",
+                        headers={"X-Reason": "fault injection"},
+                    )
+                    closed += 1
+                already.add(connection["name"])
+            return closed
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no connection of {agent_id} listed in vhost {vhost}")
+        time.sleep(0.2)

@@ -52,7 +52,7 @@ def make_rig(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Rig]:
         out = io.StringIO()
         logger = JsonLogger(settings.agent_id, settings.agent_type, stream=out, clock=clock)
         sink = MemorySink()
-        metrics = Metrics(sink, settings.agent_id, settings.agent_type)
+        metrics = Metrics(sink, settings.agent_id, settings.agent_type, clock=clock)
         client = ScriptedClient()
         engine = build_engine(settings, logger, metrics, clock, client=client)
         return Rig(settings, clock, out, logger, sink, metrics, client, engine, MemoryBroker())

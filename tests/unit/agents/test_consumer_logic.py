@@ -29,7 +29,13 @@ def body(genre: Genre = "fictional") -> bytes:
 
 
 def consumer_for(make_rig: Callable[..., Rig], **overrides: object) -> tuple[Rig, Consumer]:
-    settings = {"ai_call_interval_seconds": 1, "ai_decision_rate": 0.0, **overrides}
+    # One message per commit unless a test is about group commit: each delivery settles at once.
+    settings = {
+        "ai_call_interval_seconds": 1,
+        "ai_decision_rate": 0.0,
+        "commit_every_messages": 1,
+        **overrides,
+    }
     rig = make_rig(ConsumerSettings, **settings)
     consumer = Consumer(rig.settings, rig.broker, rig.engine, rig.metrics, rig.logger, rig.clock)
     consumer.start()
@@ -56,6 +62,7 @@ def test_a_valid_message_is_processed_acked_and_logged_in_the_spec_shape(
     assert line["context"]["queue"] == "non-fictional"
     assert line["context"]["ai_decision_used"] is False
     assert line["context"]["action"] == "process"
+    rig.metrics.flush()  # consume counts are aggregated per interval
     (point,) = rig.sink.where("consume", queue="non-fictional", action="process")
     assert point.fields["messages_consumed"] == 1
     assert consumer.stats.consumed == 1
@@ -283,3 +290,179 @@ def test_message_ids_in_logs_are_the_body_ids(make_rig: Callable[..., Rig]) -> N
     logged = rig.lines("Message consumed")[0]["context"]["message_id"]
     assert uuid.UUID(logged).bytes
     assert logged.encode() in raw
+
+
+# --- settling when the channel is gone (issue 11) ---------------------------------------------
+
+
+def held_consumer(make_rig: Callable[..., Rig], n: int) -> tuple[Rig, Consumer, list[Any]]:
+    rig, consumer = consumer_for(
+        make_rig, ai_decision_rate=1.0, batch_size=50, batch_max_wait_seconds=60
+    )
+    rig.client.script("consumer", *[consumer_reply("batch")] * n)
+    held = []
+    for _ in range(n):
+        rig.clock.advance(1.01)
+        held.append(rig.broker.deliver(body()))
+    assert len(consumer.batch) == n
+    return rig, consumer, held
+
+
+def test_a_redelivery_of_a_held_message_after_its_channel_died_is_held_not_acked(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The batch-loss defect: holding is not handling, so a redelivery is never a duplicate."""
+    rig, consumer, held = held_consumer(make_rig, 3)
+    rig.broker.lose_channel()  # the broker takes the three back and redelivers them
+    rig.client.script("consumer", *[consumer_reply("batch")] * 3)
+    again = []
+    for original in held:
+        rig.clock.advance(1.01)
+        again.append(rig.broker.deliver(original.body, redelivered=True))
+    assert not rig.lines("Duplicate delivery acknowledged")
+    assert [d.outcome for d in again] == [None] * 3
+    assert [h.delivery for h in consumer.batch] == again  # the dead entries were dropped
+    (dropped,) = rig.lines("Held messages returned to the broker: their channel closed")
+    assert dropped["context"]["dropped"] == 3
+    consumer.flush_batch("size")
+    assert [d.outcome for d in again] == ["ack"] * 3
+    assert len(rig.lines("Message consumed")) == 3
+    assert [o for o, _ in rig.broker.failed_settles] == []
+
+
+def test_a_batch_requeued_after_its_channel_died_claims_no_requeue(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer, held = held_consumer(make_rig, 4)
+    rig.broker.lose_channel()
+    consumer.requeue_batch()
+    assert [d.outcome for d in held] == [None] * 4  # nothing was sent: the tags are dead
+    assert not rig.lines("Held batch requeued")
+    assert consumer.stats.requeued == 0
+    assert consumer.stats.dropped_held == 4
+
+
+def test_a_delivery_whose_channel_already_died_is_not_worked_on(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """pika still dispatches what it had buffered when the channel died: skip it."""
+    rig, consumer = consumer_for(make_rig)
+    delivery = rig.broker.delivery(body())
+    rig.broker.lose_channel()
+    consumer.handle(delivery)
+    assert delivery.outcome is None
+    assert not rig.lines("Message consumed")
+    assert consumer.stats.dropped_held == 1
+
+
+def test_an_ack_that_cannot_reach_the_broker_is_not_logged_as_done(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig)
+    raw = body()
+    delivery = rig.broker.delivery(raw)
+    # The channel dies while the message is being handled: open at the start, gone at the ack.
+    delivery.settler = lambda d, outcome, reason: False
+    consumer.handle(delivery)
+    assert delivery.settled is False
+    assert len(rig.lines("Message consumed")) == 1  # handled: the line comes before the ack
+    (warning,) = rig.lines("Acks not delivered: channel closed, the broker redelivers the messages")
+    assert warning["context"]["count"] == 1
+    # The broker's redelivery is acknowledged as a duplicate, not handled again.
+    redelivered = rig.broker.deliver(raw, redelivered=True)
+    assert redelivered.outcome == "ack" and redelivered.settled
+    assert len(rig.lines("Duplicate delivery acknowledged")) == 1
+    assert len(rig.lines("Message consumed")) == 1
+
+
+def test_an_invalid_message_whose_reject_fails_is_not_logged_dead_lettered(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig)
+    delivery = rig.broker.delivery(b"not json")
+    delivery.settler = lambda d, outcome, reason: False
+    consumer.handle(delivery)
+    assert delivery.outcome == "reject" and not delivery.settled
+    assert not rig.lines("Invalid message dead-lettered")
+    assert consumer.stats.rejected == 0
+
+
+# --- group commit (issue 13) --------------------------------------------------------------------
+
+
+def test_lines_are_written_in_one_write_before_one_cumulative_ack(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig, commit_every_messages=5)
+    deliveries = [rig.broker.deliver(body()) for _ in range(4)]
+    assert [d.outcome for d in deliveries] == [None] * 4  # handled, not yet committed
+    assert not rig.lines("Message consumed")  # nor written
+    deliveries.append(rig.broker.deliver(body()))  # the 5th: commit point
+    assert [d.outcome for d in deliveries] == ["ack"] * 5
+    assert len(rig.lines("Message consumed")) == 5
+    assert rig.broker.settle_frames == 1  # one ack frame, multiple=True up to tag 5
+    assert consumer.stats.commits == 1
+
+
+def test_a_commit_never_acks_a_held_tag_by_accident(make_rig: Callable[..., Rig]) -> None:
+    """Tags 1 process, 2 held for a batch, 3 invalid (dead-lettered alone), 4-5 process: the
+    cumulative ack stops at 1; 4 and 5 are acked one by one; 2 stays unacked until flushed."""
+    rig, consumer = consumer_for(
+        make_rig,
+        commit_every_messages=100,
+        ai_decision_rate=1.0,
+        batch_size=10,
+        batch_max_wait_seconds=60,
+    )
+    rig.client.script("consumer", consumer_reply("process"), consumer_reply("batch"))
+    rig.clock.advance(1.01)
+    first = rig.broker.deliver(body())
+    rig.clock.advance(1.01)
+    held = rig.broker.deliver(body())
+    invalid = rig.broker.deliver(b"{not json")
+    rig.clock.advance(1.01)
+    rig.client.script("consumer", consumer_reply("process"), consumer_reply("process"))
+    rest = [rig.broker.deliver(body()) for _ in range(2)]
+    for _ in rest:
+        rig.clock.advance(1.01)
+    assert invalid.outcome == "reject"
+    consumer.commit()
+    assert first.outcome == "ack" and [d.outcome for d in rest] == ["ack", "ack"]
+    assert held.outcome is None, "the held message was acked by a cumulative ack"
+    acked_tags = [d.delivery_tag for outcome, _, d in rig.broker.settled if outcome == "ack"]
+    assert held.delivery_tag not in acked_tags
+    consumer.flush_batch("time")
+    consumer.commit()
+    assert held.outcome == "ack"
+
+
+def test_a_commit_is_due_after_the_interval(make_rig: Callable[..., Rig]) -> None:
+    rig, consumer = consumer_for(make_rig, commit_every_messages=100, commit_interval_ms=20)
+    delivery = rig.broker.deliver(body())
+    assert not consumer.commit_due()
+    rig.clock.advance(0.021)
+    assert consumer.commit_due()
+    consumer.step()
+    assert delivery.outcome == "ack"
+
+
+def test_a_duplicate_of_an_uncommitted_message_is_acked_only_after_its_line(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig, consumer = consumer_for(make_rig, commit_every_messages=100)
+    raw = body()
+    first = rig.broker.deliver(raw)
+    again = rig.broker.deliver(raw)  # published twice: same id, line not written yet
+    assert (first.outcome, again.outcome) == (None, None)
+    consumer.commit()
+    assert (first.outcome, again.outcome) == ("ack", "ack")
+    assert len(rig.lines("Message consumed")) == 1
+    assert len(rig.lines("Duplicate delivery acknowledged")) == 1
+
+
+def test_an_unwritable_log_means_no_ack(make_rig: Callable[..., Rig]) -> None:
+    rig, consumer = consumer_for(make_rig, commit_every_messages=100)
+    delivery = rig.broker.deliver(body())
+    rig.out.close()  # stdout gone
+    consumer.commit()
+    assert delivery.outcome is None  # left with the broker: no ack without its line

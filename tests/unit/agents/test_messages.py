@@ -19,6 +19,7 @@ from agents.messages import (
     Catalogue,
     InvalidMessage,
     parse_book,
+    uuid4_text,
 )
 
 NOW = datetime(2026, 1, 31, 10, 15, 30, tzinfo=UTC)
@@ -48,6 +49,52 @@ def test_a_built_message_round_trips() -> None:
         parsed = parse_book(book.to_json())
         assert parsed == book
         assert json.loads(book.to_json())["published_at"] == "2026-01-31T10:15:30.000Z"
+
+
+_CATALOGUE = Catalogue.load()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    genre=st.sampled_from(GENRES),
+    now=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.sampled_from([UTC]),
+    ),
+)
+def test_the_fast_body_is_byte_for_byte_the_validated_models(
+    seed: int, genre: str, now: datetime
+) -> None:
+    # The same rng stream through both paths: the same book, priority and timestamp.
+    out = _CATALOGUE.make_outgoing(genre, "publisher-1", random.Random(seed), now)  # type: ignore[arg-type]
+    book = _CATALOGUE.make(genre, "publisher-1", random.Random(seed), now)  # type: ignore[arg-type]
+    same = book.model_copy(update={"message_id": uuid.UUID(out.message_id)})
+    assert out.body == same.to_json()
+    # What the consumer accepts (the body keeps milliseconds, as to_json always has).
+    assert parse_book(out.body) == parse_book(same.to_json())
+    assert (out.genre, out.priority) == (book.genre, book.priority)
+
+
+def test_fast_ids_are_canonical_uuid4() -> None:
+    for _ in range(2000):  # every hex digit in every position, many times over
+        text = uuid4_text()
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_the_fast_path_refuses_what_validation_would() -> None:
+    with pytest.raises(ValueError, match="not a valid agent id"):
+        _CATALOGUE.make_outgoing("fictional", "Publisher 1", random.Random(1), NOW)
+    with pytest.raises(ValueError, match="catalogue entry"):
+        Catalogue({"fictional": [("bad\ntitle", "A. Author")], "non-fictional": [("T", "A")]})
+    ids = {
+        _CATALOGUE.make_outgoing("fictional", "p-1", random.Random(1), NOW).message_id
+        for _ in range(100)
+    }
+    assert len(ids) == 100  # ids from the OS, not from the (same) seed
 
 
 def test_the_fixture_catalogue_is_varied_and_valid() -> None:

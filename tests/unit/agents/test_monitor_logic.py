@@ -59,14 +59,15 @@ def test_health_check_summarises_the_window_and_writes_health(
 ) -> None:
     path = tmp_path / "m.lp"
     rig, monitor, console = monitor_for(make_rig, path)
-    # Other agents' points in the shared metrics file: 3 recent publishes, one too old, 2 errors.
-    writer = Metrics(FileSink(path), "publisher-1", "publisher")
+    # Other agents' points in the shared metrics file: per-interval publish counts of 2 and 1
+    # in the window and 5 too old, 2 errors.
+    sink = FileSink(path)
+    writer = Metrics(sink, "publisher-1", "publisher")
     now_ns = int(rig.clock.now().timestamp() * 1e9)
     old_ns = int((rig.clock.now() - timedelta(minutes=10)).timestamp() * 1e9)
-    for t in (now_ns - 1, now_ns - 2, now_ns - 3, old_ns):
-        writer.write(
-            PUBLISH, {"messages_published": 1, "publish_duration_ms": 1.0}, t, queue="fictional"
-        )
+    tags = {"agent_id": "publisher-1", "agent_type": "publisher", "queue": "fictional"}
+    for count, t in ((2, now_ns - 1), (1, now_ns - 2), (5, old_ns)):
+        sink.write(PUBLISH.point(tags, {"messages_published": count}, t))
     for t in (now_ns - 4, now_ns - 5):
         writer.write(ERRORS, {"error_count": 1}, t, kind="publish_failed")
     writer.close()

@@ -64,7 +64,13 @@ def test_publishes_valid_books_on_both_timers(make_rig: Callable[..., Rig]) -> N
         assert book.genre == item.routing_key
         assert book.publisher_id == "publisher-1"
         assert str(book.message_id) == item.message_id
-    assert len(rig.sink.where("publish")) == 9
+    rig.metrics.flush()
+    for queue, expected in (("fictional", 6), ("non-fictional", 3)):
+        points = rig.sink.where("publish", queue=queue)
+        # One aggregate per 1 s interval that had a publish, counts adding up to the publishes.
+        assert len(points) == expected
+        assert sum(int(p.fields["messages_published"]) for p in points) == expected
+        assert sum(int(p.fields["publish_duration_ms_count"]) for p in points) == expected
     (line, *_) = rig.lines("Message published")
     assert set(line["context"]) >= {"message_id", "queue", "duration_ms"}
 

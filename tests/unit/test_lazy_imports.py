@@ -1,0 +1,89 @@
+"""Heavy clients are imported only by the modes that use them: the anthropic SDK (~80 MB, ~2 s)
+only in live and replay, influxdb_client only when INFLUXDB_URL is set. Checked in a fresh
+interpreter, which wires a real agent exactly as `main` does (minus the broker connection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("anthropic", "influxdb_client", "httpx2", "vcr")
+
+PROBE = """
+import json, sys
+from agents.core.metrics_read import reader_from_settings
+from agents.core.settings import ConsumerSettings, MonitorSettings, PublisherSettings, load_settings
+from agents.runtime import StopFlag, wire
+
+modes = []
+for kind in sys.argv[1:]:
+    classes = {"publisher": PublisherSettings, "consumer": ConsumerSettings}
+    settings = load_settings(classes.get(kind, MonitorSettings))
+    wiring = wire(settings, StopFlag())
+    # The agent module and class too, as `agents <kind>` imports and builds them.
+    if kind == "publisher":
+        from agents.publisher import Publisher
+        Publisher(settings, wiring.broker, wiring.engine, wiring.metrics, wiring.logger,
+                  wiring.clock, reader=reader_from_settings(settings))
+    elif kind == "consumer":
+        from agents.consumer import Consumer
+        Consumer(settings, wiring.broker, wiring.engine, wiring.metrics, wiring.logger,
+                 wiring.clock)
+    else:
+        import agents.monitor  # noqa: F401
+    wiring.metrics.close()
+    modes.append(wiring.engine.mode)
+print(json.dumps({"modes": modes, "heavy": sorted(
+    m for m in sys.modules if m.split(".")[0] in {HEAVY}
+)}))
+""".replace("{HEAVY}", repr(set(HEAVY)))
+
+
+def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, object]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ANTHROPIC_", "INFLUXDB_", "DRY_RUN", "CASSETTES_DIR"))
+    }
+    clean.update(
+        {
+            "METRICS_FILE": str(tmp_path / "metrics.lp"),
+            "CASSETTES_DIR": str(tmp_path / "no-cassettes"),
+            **env,
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *kinds],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_dry_run_agents_import_no_heavy_client(tmp_path: Path) -> None:
+    # One interpreter for all three: sys.modules only grows, so none of them may load one.
+    found = probe(["publisher", "consumer", "monitor"], tmp_path, DRY_RUN="true")
+    assert found == {"modes": ["dry-run"] * 3, "heavy": []}
+
+
+def test_the_probe_sees_the_clients_the_modes_need(tmp_path: Path) -> None:
+    # Without this the test above could pass on a probe that never looks.
+    found = probe(
+        ["publisher"],
+        tmp_path,
+        ANTHROPIC_API_KEY="sk-ant-test-not-a-real-key",
+        INFLUXDB_URL="http://127.0.0.1:9",
+    )
+    assert found["modes"] == ["live"]
+    heavy = {str(m).split(".")[0] for m in found["heavy"]}  # type: ignore[attr-defined]
+    assert {"anthropic", "influxdb_client"} <= heavy
