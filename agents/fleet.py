@@ -90,7 +90,7 @@ def rabbit_unreachable(settings: CommonSettings) -> str | None:
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
         return f"RabbitMQ is not reachable at {where} ({type(exc).__name__}: {detail})"
     try:
-        declare_topology(connection.channel())
+        declare_topology(connection.channel(), settings.queue_type)
     except TopologyError as exc:
         return str(exc)
     except (pika.exceptions.AMQPError, OSError) as exc:  # e.g. 403: no configure permission

@@ -70,12 +70,15 @@ def amqp_url(vhost: str) -> str:
 
 
 def declare(vhost: str) -> None:
-    """The project's own topology (same queue arguments the agents declare)."""
+    """The project's own topology (same queue type and arguments the agents declare: QUEUE_TYPE
+    from the environment, as the agents' settings read it)."""
     from agents.core.broker import declare_topology
+    from agents.core.settings import BrokerSettings, load_settings
 
+    queue_type = load_settings(BrokerSettings).queue_type
     connection = pika.BlockingConnection(params(vhost))
     try:
-        declare_topology(connection.channel())
+        declare_topology(connection.channel(), queue_type)
     finally:
         connection.close()
 

@@ -7,7 +7,10 @@ consumers off the confirm channel means a 404 on a bad publish never takes the c
 
 No-loss recipe: durable exchange and queues, persistent messages, publisher confirms with
 `mandatory=True` (an unroutable message is an error the caller sees), manual acks with a bounded
-prefetch, and a dead-letter exchange for rejected messages. When the connection drops, the broker
+prefetch, and a dead-letter exchange for rejected messages. Queues are quorum queues by default
+(`QUEUE_TYPE`; RabbitMQ 4's choice where data safety matters) with a delivery limit and
+at-least-once dead-lettering, so a message that keeps failing ends in `books.dead-letter`
+rather than looping or vanishing. When the connection drops, the broker
 requeues whatever was unacked, and `process_events` reconnects with capped exponential backoff,
 logging one ERROR line per failed attempt, redeclaring the topology and re-registering consumers.
 It never raises for a lost connection, so an agent keeps running (no crash loop) and recovers on
@@ -35,7 +38,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from agents.core.clock import Clock, SystemClock
 from agents.core.logs import JsonLogger, Logger, Redactor, describe_error
-from agents.core.settings import CommonSettings
+from agents.core.settings import CommonSettings, QueueType
 
 EXCHANGE = "books"
 QUEUES: tuple[str, ...] = ("fictional", "non-fictional")  # routing key == queue name
@@ -101,35 +104,77 @@ def connection_parameters(settings: CommonSettings) -> pika.ConnectionParameters
     )
 
 
-def declare_topology(channel: Any) -> dict[str, object]:
+# Quorum queues dead-letter a message after this many deliveries (RabbitMQ 4's default, made
+# explicit so a 3.x broker behaves the same). A poison message cannot loop forever.
+DELIVERY_LIMIT = 20
+
+QUEUE_TYPES: tuple[QueueType, ...] = ("quorum", "classic")
+
+
+def queue_arguments(name: str, queue_type: QueueType) -> dict[str, Any]:
+    """The `x-` arguments each queue of the topology is declared with, per queue type.
+
+    Classic keeps exactly the arguments of earlier releases, so a classic broker set up by them
+    still matches. Quorum adds the type, a delivery limit and at-least-once dead-letter
+    delivery (which RabbitMQ only honours with `x-overflow: reject-publish`) on every queue that
+    dead-letters: the genre queues and `books.anomalies`. The dead-letter queue itself has
+    nowhere to dead-letter to, so it takes no limit (a limit without a target drops messages).
+    """
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue type must be one of {QUEUE_TYPES}, not {queue_type!r}")
+    if queue_type == "classic":
+        return {"x-dead-letter-exchange": DLX} if name in QUEUES else {}
+    args: dict[str, Any] = {"x-queue-type": "quorum"}
+    if name != DEAD_LETTER_QUEUE:
+        args |= {
+            "x-dead-letter-exchange": DLX,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        }
+    return args
+
+
+def declare_topology(channel: Any, queue_type: QueueType = "quorum") -> dict[str, object]:
     """Declare the exchanges, queues and bindings; idempotent. Returns what it declared.
 
     Raises `TopologyError` when something already exists with other arguments (RabbitMQ closes
     the channel with 406 PRECONDITION_FAILED; redeclaring cannot fix that, an operator must).
+    When the queue exists with the other queue type, the error says so and how to migrate.
     """
-    main_queue_args = {"x-dead-letter-exchange": DLX}
     queues: dict[str, int] = {}
     bindings: list[dict[str, str]] = []
+    current = ""
     try:
         channel.exchange_declare(exchange=EXCHANGE, exchange_type="direct", durable=True)
         # Fanout: every dead-lettered message lands in one queue, whatever its routing key.
         channel.exchange_declare(exchange=DLX, exchange_type="fanout", durable=True)
         for name in QUEUES:
-            queues[name] = _declare_queue(channel, name, main_queue_args)
+            current = name
+            queues[name] = _declare_queue(channel, name, queue_arguments(name, queue_type))
             channel.queue_bind(queue=name, exchange=EXCHANGE, routing_key=name)
             bindings.append({"exchange": EXCHANGE, "queue": name, "routing_key": name})
-        queues[DEAD_LETTER_QUEUE] = _declare_queue(channel, DEAD_LETTER_QUEUE, None)
+        current = DEAD_LETTER_QUEUE
+        queues[DEAD_LETTER_QUEUE] = _declare_queue(
+            channel, DEAD_LETTER_QUEUE, queue_arguments(DEAD_LETTER_QUEUE, queue_type)
+        )
         channel.queue_bind(queue=DEAD_LETTER_QUEUE, exchange=DLX, routing_key="")
         bindings.append({"exchange": DLX, "queue": DEAD_LETTER_QUEUE, "routing_key": ""})
         # Consumers copy flagged messages here; bound by its own name so the default
         # `publish(ANOMALY_QUEUE, ...)` routes through the `books` exchange like everything else.
-        queues[ANOMALY_QUEUE] = _declare_queue(channel, ANOMALY_QUEUE, None)
+        current = ANOMALY_QUEUE
+        queues[ANOMALY_QUEUE] = _declare_queue(
+            channel, ANOMALY_QUEUE, queue_arguments(ANOMALY_QUEUE, queue_type)
+        )
         channel.queue_bind(queue=ANOMALY_QUEUE, exchange=EXCHANGE, routing_key=ANOMALY_QUEUE)
         bindings.append(
             {"exchange": EXCHANGE, "queue": ANOMALY_QUEUE, "routing_key": ANOMALY_QUEUE}
         )
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == _PRECONDITION_FAILED:
+            other = _other_type_holding(channel, current, queue_type)
+            if other is not None:
+                raise TopologyError(_type_change_advice(current, queue_type, other)) from exc
             raise TopologyError(
                 f"RabbitMQ topology conflict: {exc.reply_text} (an exchange or queue exists with "
                 "other arguments; delete it, then run `agents setup rabbitmq`)"
@@ -138,14 +183,58 @@ def declare_topology(channel: Any) -> dict[str, object]:
     return {
         "exchanges": {EXCHANGE: "direct", DLX: "fanout"},
         "queues": queues,
+        "queue_type": queue_type,
         "bindings": bindings,
         "dead_letter_exchange": DLX,
     }
 
 
-def _declare_queue(channel: Any, name: str, arguments: dict[str, Any] | None) -> int:
-    result = channel.queue_declare(queue=name, durable=True, arguments=arguments)
+def _declare_queue(channel: Any, name: str, arguments: dict[str, Any]) -> int:
+    result = channel.queue_declare(queue=name, durable=True, arguments=arguments or None)
     return int(result.method.message_count)
+
+
+def _other_type_holding(channel: Any, name: str, wanted: QueueType) -> tuple[QueueType, int] | None:
+    """(type, ready messages) when `name` exists as the other queue type, else None.
+
+    The 406 text does not reliably name the type (3.x may report another argument first), so
+    ask the broker directly: redeclaring with the other type's exact arguments succeeds only
+    when that is what the queue is, and then changes nothing.
+    """
+    if not name:
+        return None
+    other: QueueType = "classic" if wanted == "quorum" else "quorum"
+    connection = getattr(channel, "connection", None)
+    if connection is None:
+        return None
+    try:
+        probe = connection.channel()
+    except _TRANSIENT:
+        return None
+    try:
+        result = probe.queue_declare(
+            queue=name, durable=True, arguments=queue_arguments(name, other) or None
+        )
+        return other, int(result.method.message_count)
+    except pika.exceptions.ChannelClosedByBroker:
+        return None  # not the other type either: some other argument differs
+    except _TRANSIENT:
+        return None
+    finally:
+        if probe.is_open:
+            probe.close()
+
+
+def _type_change_advice(name: str, wanted: QueueType, found: tuple[QueueType, int]) -> str:
+    other, messages = found
+    return (
+        f"queue {name!r} exists as a {other} queue ({messages} ready messages) but "
+        f"QUEUE_TYPE={wanted}: RabbitMQ cannot change a queue's type in place. Either keep it: "
+        f"set QUEUE_TYPE={other} and run `agents setup rabbitmq` again; or migrate: stop the "
+        f"agents, drain or move its messages (e.g. a shovel to a temporary queue), delete it "
+        f"(`rabbitmqctl delete_queue {name}`, with `-p <vhost>` outside the default vhost), then "
+        f"run `agents setup rabbitmq` again to declare it as {wanted}"
+    )
 
 
 def setup_topology(
@@ -382,7 +471,7 @@ class RabbitBroker:
         try:
             connection = BlockingConnection(self._params)
             control = connection.channel()
-            declared = declare_topology(control)
+            declared = declare_topology(control, self._settings.queue_type)
             control.confirm_delivery()
             consume_channel = connection.channel()
             self._consume_serial += 1  # a new channel: its delivery tags start again at 1
@@ -805,9 +894,11 @@ def _close_quietly(connection: BlockingConnection | None) -> None:
 __all__ = [
     "ANOMALY_QUEUE",
     "DEAD_LETTER_QUEUE",
+    "DELIVERY_LIMIT",
     "DLX",
     "EXCHANGE",
     "QUEUES",
+    "QUEUE_TYPES",
     "Broker",
     "BrokerError",
     "Delivery",
@@ -817,5 +908,6 @@ __all__ = [
     "backoff_delay",
     "connection_parameters",
     "declare_topology",
+    "queue_arguments",
     "setup_topology",
 ]

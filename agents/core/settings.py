@@ -8,6 +8,7 @@ turns that into exit code 2. Secrets are `SecretStr`, so printing a model never 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -17,8 +18,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUEUES: tuple[str, ...] = ("fictional", "non-fictional")
 AGENT_ID_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+# In an agent id, replaced by the container's hostname (Docker: the short container id), so
+# every replica of a scaled service (`docker compose up --scale consumer=4`) has its own id.
+HOSTNAME_PLACEHOLDER = "{hostname}"
 
 AgentType = Literal["publisher", "consumer", "monitor"]
+QueueType = Literal["quorum", "classic"]
+
+# RabbitMQ's own limits that the settings are checked against.
+QUORUM_MAX_PREFETCH = 2000  # quorum queues cap a consumer's prefetch here
+DEFAULT_CONSUMER_TIMEOUT_SECONDS = 1800.0  # rabbit's consumer_timeout default (30 min)
+CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0  # the broker checks the timeout about once a minute
 
 
 class SettingsError(Exception):
@@ -72,6 +82,14 @@ class CommonSettings(BaseSettings):
     rabbitmq_user: str = Field("guest", min_length=1)
     rabbitmq_pass: SecretStr = SecretStr("guest")
     rabbitmq_vhost: str = "/"
+    # Quorum (RabbitMQ 4's choice where data safety matters) or classic. A queue's type cannot
+    # change in place: `agents setup rabbitmq` says what to do when the broker holds the other.
+    queue_type: QueueType = "quorum"
+    # The broker's consumer_timeout: a message held unacked longer gets its consumer cancelled.
+    # Set it to the broker's value when that is not the default; batching is checked against it.
+    rabbitmq_consumer_timeout_seconds: float = Field(
+        DEFAULT_CONSUMER_TIMEOUT_SECONDS, ge=120, le=7 * 86_400
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -104,6 +122,20 @@ class CommonSettings(BaseSettings):
         return {key.upper(): value for key, value in data.items()}
 
 
+def expand_agent_id(value: object, hostname: str | None = None) -> object:
+    """Replace `{hostname}` in an agent id with this host's name, made id-safe.
+
+    Docker names a container's host after its short id (12 hex digits), unique per replica.
+    The result still has to match AGENT_ID_PATTERN (checked by the field afterwards).
+    """
+    if not isinstance(value, str) or HOSTNAME_PLACEHOLDER not in value:
+        return value
+    raw = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
+    safe = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "host"
+    expanded = value.replace(HOSTNAME_PLACEHOLDER, safe)
+    return expanded[:63].rstrip("-")
+
+
 class PublisherSettings(CommonSettings):
     agent_type: ClassVar[AgentType] = "publisher"
 
@@ -115,6 +147,8 @@ class PublisherSettings(CommonSettings):
     # Whatever the model answers, intervals are clamped into [min, max].
     min_publish_interval_seconds: float = Field(1.0, gt=0, le=3600)
     max_publish_interval_seconds: float = Field(300.0, gt=0, le=86_400)
+
+    _id_template = field_validator("publisher_id", mode="before")(expand_agent_id)
 
     @property
     def agent_id(self) -> str:
@@ -142,6 +176,15 @@ class ConsumerSettings(CommonSettings):
     # COMMIT_EVERY_MESSAGES messages or COMMIT_INTERVAL_MS, and whenever the consumer would wait.
     commit_every_messages: int = Field(64, ge=1, le=10_000)
     commit_interval_ms: float = Field(20.0, ge=1, le=10_000)
+
+    _id_template = field_validator("consumer_id", mode="before")(expand_agent_id)
+
+    def longest_unacked_seconds(self) -> float:
+        """Worst case a delivery waits unacked: the whole prefetch window worked through one
+        by one, a batch held to its deadline, and one Claude call with all its retries."""
+        work = self.prefetch_count * self.processing_time_ms / 1000.0
+        ai = self.ai_timeout_seconds * (self.ai_max_retries + 1)
+        return self.batch_max_wait_seconds + work + ai
 
     @field_validator("consumer_queues")
     @classmethod
@@ -174,6 +217,8 @@ class MonitorSettings(CommonSettings):
     check_interval_seconds: float = Field(120.0, ge=1, le=86_400)
     queue_sample_interval_seconds: float = Field(10.0, ge=1, le=3600)
     summary_window_seconds: float = Field(300.0, ge=10, le=86_400)
+
+    _id_template = field_validator("agent_id_", mode="before")(expand_agent_id)
 
     model_config = SettingsConfigDict(populate_by_name=True)
 
@@ -227,7 +272,29 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             "MIN_PUBLISH_INTERVAL_SECONDS",
             "must not exceed MAX_PUBLISH_INTERVAL_SECONDS",
         )
+    if isinstance(settings, ConsumerSettings):
+        _check_against_broker_limits(settings)
     return settings
+
+
+def _check_against_broker_limits(settings: ConsumerSettings) -> None:
+    if settings.queue_type == "quorum" and settings.prefetch_count > QUORUM_MAX_PREFETCH:
+        raise SettingsError(
+            "PREFETCH_COUNT",
+            f"must be at most {QUORUM_MAX_PREFETCH} with QUEUE_TYPE=quorum "
+            f"(got {settings.prefetch_count}; RabbitMQ caps a quorum consumer's prefetch there)",
+        )
+    budget = settings.rabbitmq_consumer_timeout_seconds - CONSUMER_TIMEOUT_MARGIN_SECONDS
+    held = settings.longest_unacked_seconds()
+    if held > budget:
+        raise SettingsError(
+            "BATCH_MAX_WAIT_SECONDS",
+            f"a message could wait {held:.0f} s unacked (BATCH_MAX_WAIT_SECONDS + PREFETCH_COUNT "
+            "x PROCESSING_TIME_MS + AI_TIMEOUT_SECONDS x (AI_MAX_RETRIES + 1)), more than "
+            f"RABBITMQ_CONSUMER_TIMEOUT_SECONDS ({settings.rabbitmq_consumer_timeout_seconds:.0f})"
+            f" minus {CONSUMER_TIMEOUT_MARGIN_SECONDS:.0f} s: the broker would cancel the "
+            "consumer and redeliver the batch",
+        )
 
 
 def _first_error(cls: type[CommonSettings], exc: ValidationError) -> SettingsError:
@@ -273,6 +340,8 @@ __all__ = [
     "ConsumerSettings",
     "MonitorSettings",
     "PublisherSettings",
+    "QueueType",
     "SettingsError",
+    "expand_agent_id",
     "load_settings",
 ]

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agents.core.metrics import COMMON_TAGS, Measurement
-from agents.core.settings import CommonSettings
 
-# The bucket the agents write to unless INFLUXDB_BUCKET overrides it; provisioning uses the same.
-BUCKET: str = str(CommonSettings.model_fields["influxdb_bucket"].default)
+# Every query reads the datasource's default bucket, which provisioning sets from INFLUXDB_BUCKET
+# (the bucket the agents write to): Grafana's backend replaces `v.defaultBucket` with it, so a
+# changed INFLUXDB_BUCKET still shows data. A Flux expression, not a string literal.
+BUCKET: str = "v.defaultBucket"
 
 # Dashboard template variables, interpolated by Grafana before the query reaches InfluxDB.
 # `:regex` escapes each selected value and joins several as (a|b); "All" sends `.+` verbatim.
@@ -66,7 +67,7 @@ class FluxQuery:
         field_test = " or ".join(f"r._field == {_quote(f)}" for f in self.fields)
         lines = [self.preamble, ""] if self.preamble else []
         lines += [
-            f"from(bucket: {_quote(self.bucket)})",
+            f"from(bucket: {self.bucket})",
             "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
             f"  |> filter(fn: (r) => r._measurement == {_quote(self.measurement.name)})",
             f"  |> filter(fn: (r) => {field_test})",
@@ -146,7 +147,7 @@ def tag_values(tag: str, *, predicate_on: Sequence[str] = ()) -> str:
     lines = [
         'import "influxdata/influxdb/schema"',
         "",
-        f"schema.tagValues(bucket: {_quote(BUCKET)}, tag: {_quote(tag)}",
+        f"schema.tagValues(bucket: {BUCKET}, tag: {_quote(tag)}",
     ]
     if predicate_on:
         tests = " and ".join(f"r.{p} =~ /^{var_regex(p)}$/" for p in predicate_on)

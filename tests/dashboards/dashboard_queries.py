@@ -72,6 +72,21 @@ def logql_queries(dashboards: dict[str, dict[str, Any]]) -> list[Query]:
 
 _STRING = r'"((?:[^"\\]|\\.)*)"'
 
+# The datasource's default bucket, which Grafana's backend substitutes before the query reaches
+# InfluxDB (provisioning sets it from INFLUXDB_BUCKET).
+DEFAULT_BUCKET = "v.defaultBucket"
+
+
+def as_grafana_sends(text: str, bucket: str) -> str:
+    """The Flux InfluxDB receives: `v.defaultBucket` replaced by the datasource's bucket."""
+    return re.sub(r"\bv\.defaultBucket\b", json.dumps(bucket), text)
+
+
+def bucket_expressions(text: str) -> list[str]:
+    """What each `bucket:` argument is, verbatim: a string literal or an expression."""
+    code = re.sub(r"//[^\n]*", "", text)
+    return re.findall(r'\bbucket:\s*("(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*)', code)
+
 
 @dataclass
 class FluxRefs:

@@ -10,11 +10,14 @@ import pytest
 import yaml
 from dashboard_queries import (
     DATASOURCES_DIR,
+    DEFAULT_BUCKET,
     FIXTURE,
     FLUX_COLUMNS,
     PROMTAIL_CONFIG,
     LinePoint,
     Query,
+    as_grafana_sends,
+    bucket_expressions,
     flux_queries,
     flux_refs,
     load_dashboards,
@@ -42,8 +45,9 @@ def test_the_dashboards_have_queries_to_check() -> None:
 
 
 def schema_violations(text: str) -> list[str]:
-    """Names in a Flux query that the metrics schema or the settings bucket do not define."""
-    refs = flux_refs(text)
+    """Names in a Flux query (as Grafana sends it) that the metrics schema or the settings
+    bucket do not define."""
+    refs = flux_refs(as_grafana_sends(text, BUCKET))
     problems = [f"bucket {b}" for b in sorted(refs.buckets ^ {BUCKET})]
     problems += [f"measurement {m}" for m in sorted(refs.measurements - set(SCHEMA))]
     known = refs.measurements & set(SCHEMA)
@@ -72,7 +76,33 @@ def test_the_schema_check_notices_unknown_names() -> None:
     assert schema_violations(base.replace('"messages_published"', '"messages_sent"'))
     assert schema_violations(base.replace('"queue"]', '"genre"]'))
     assert schema_violations(base.replace('"publish"', '"publishes"'))
-    assert schema_violations(base.replace('"agent_metrics"', '"metrics"'))
+    assert schema_violations(base.replace(DEFAULT_BUCKET, '"metrics"'))
+
+
+@pytest.mark.parametrize("q", FLUX, ids=lambda q: q.where)
+def test_every_flux_query_reads_the_datasource_default_bucket(q: Query) -> None:
+    # A hard-coded bucket shows nothing once INFLUXDB_BUCKET is changed; the datasource's
+    # default bucket is provisioned from that same variable.
+    found = bucket_expressions(q.text)
+    assert found and set(found) == {DEFAULT_BUCKET}, found
+
+
+def test_the_bucket_check_catches_a_hard_coded_bucket() -> None:
+    base = FLUX[0].text
+    assert set(bucket_expressions(base)) == {DEFAULT_BUCKET}
+    assert set(bucket_expressions(base.replace(DEFAULT_BUCKET, f'"{BUCKET}"'))) != {DEFAULT_BUCKET}
+    # What InfluxDB receives reads the settings bucket.
+    assert flux_refs(as_grafana_sends(base, "renamed")).buckets == {"renamed"}
+
+
+def test_the_datasource_default_bucket_is_the_bucket_the_agents_write() -> None:
+    (influx,) = [
+        ds
+        for path in sorted(DATASOURCES_DIR.glob("*.y*ml"))
+        for ds in yaml.safe_load(path.read_text(encoding="utf-8"))["datasources"]
+        if ds["type"] == "influxdb"
+    ]
+    assert influx["jsonData"]["defaultBucket"] == "${INFLUXDB_BUCKET}"
 
 
 def promtail_labels() -> set[str]:
@@ -149,7 +179,7 @@ def test_fixture_says_how_it_was_produced_and_fits_the_schema() -> None:
 
 def missing_series(text: str, points: list[LinePoint]) -> list[str]:
     """What a Flux query filters or groups on that no point in `points` has."""
-    refs = flux_refs(text)
+    refs = flux_refs(as_grafana_sends(text, BUCKET))
     if not refs.measurements:
         return [f"tag {t}" for t in refs.tag_values_of if not any(t in p.tags for p in points)]
     grouped = refs.group_columns - FLUX_COLUMNS

@@ -19,15 +19,17 @@ from dashboard_queries import ROOT, flux_queries, load_dashboards, logql_queries
 TOOLS = ROOT / "tools"
 DASHBOARDS = load_dashboards()
 
-# What Grafana substitutes before a query leaves the browser: one value regex-escaped, several
-# joined, or the variables' "All" value.
+# What Grafana substitutes before a query reaches the database: one value regex-escaped, several
+# joined, or the variables' "All" value; and the datasource's default bucket.
+_BUCKET = {"v.defaultBucket": '"agent_metrics"'}
 SUBSTITUTIONS = {
-    "one": {"${agent_id:regex}": "publisher\\-1", "${agent_type:regex}": "publisher"},
+    "one": {"${agent_id:regex}": "publisher\\-1", "${agent_type:regex}": "publisher", **_BUCKET},
     "several": {
         "${agent_id:regex}": "(consumer\\-1|publisher\\-2)",
         "${agent_type:regex}": "(consumer|publisher)",
+        **_BUCKET,
     },
-    "all": {"${agent_id:regex}": ".+", "${agent_type:regex}": ".+"},
+    "all": {"${agent_id:regex}": ".+", "${agent_type:regex}": ".+", **_BUCKET},
 }
 
 

@@ -1,27 +1,48 @@
-"""The compose stack end to end, brought up by pytest-docker (`nox -s e2e`).
+"""The compose stack end to end (`nox -s e2e`), brought up and torn down by this file.
 
-pytest-docker never skips by itself when Docker is missing (its fixtures raise), so the engine
-is probed here once and every test is skipped with one line saying why: an absent engine is
-never reported as a pass.
+The stack fixture is our own rather than pytest-docker's: pytest-docker runs `up` before its
+try/finally, so a failed start left the stack, its ports and volumes running and printed no logs.
+Here, in order:
 
-The stack runs under its own project name, with host ports picked free at start (a laptop's own
-RabbitMQ on 5672 does not clash), no API key whatever the shell exports (replayed Claude answers,
-so the run costs nothing), and agent intervals shortened so decisions show up within minutes.
+1. the engine and Compose versions are checked first (Engine >= 25, Compose v2); where no engine
+   runs, the whole suite is one skip line, never a pass;
+2. images are pulled and the agent image is built under their own time limit (E2E_BUILD_TIMEOUT,
+   default 30 min), outside every test's timeout (`func_only`): a slow network is not a failure
+   of the stack;
+3. `up` and the wait for the setup jobs and agents run inside a try: on any failure, every
+   service's logs and `ps --all` are written to a file and shown, and `down -v` always runs
+   (unless E2E_KEEP_STACK=true).
+
+The stack runs under its own project name, with host ports picked free (a laptop's own RabbitMQ
+on 5672 does not clash), no API key whatever the shell exports (replayed Claude answers, so the
+run costs nothing), and agent intervals shortened so decisions show up within minutes.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shlex
 import socket
 import subprocess
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.stack.stackfiles import COMPOSE_FILE, env_file, referenced_variables
+from tests.e2e.engine import engine_problem as _probe
+from tests.e2e.lifecycle import StackError, brought_up, prepare_images
+from tests.stack.stackfiles import (
+    AGENTS,
+    COMPOSE_FILE,
+    INFRA_PORTS,
+    SETUP_JOBS,
+    env_file,
+    referenced_variables,
+)
 
 # Shorter than the specification's 60/30/120 s so a run shows every kind of decision quickly;
 # the cost caps stay the specification's.
@@ -38,26 +59,15 @@ PORT_VARIABLES = {
     "LOKI_PORT": 3100,
     "GRAFANA_PORT": 3000,
 }
+BUILD_TIMEOUT = float(os.environ.get("E2E_BUILD_TIMEOUT", "1800"))
+UP_TIMEOUT = 300.0  # `up -d` itself: creating networks, volumes and containers
+READY_TIMEOUT = 300.0  # setup jobs exited and every agent replica running
+HERE = Path(__file__).resolve().parent
 
 
 @cache
 def engine_problem() -> str | None:
-    """None when a Docker engine and the compose plugin answer, else one line saying why not."""
-    for command in (
-        ["docker", "info", "--format", "{{.ServerVersion}}"],
-        ["docker", "compose", "version"],
-    ):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"`{' '.join(command[:2])}` could not run ({exc.__class__.__name__})"
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-            return f"`{' '.join(command[:2])}` failed: {lines[-1][:160]}"
-    return None
-
-
-HERE = Path(__file__).resolve().parent
+    return _probe()
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` deselection: probe only when e2e tests will run
@@ -73,19 +83,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     first, rest = e2e[0], e2e[1:]
     first.add_marker(
         pytest.mark.skip(
-            reason=f"end-to-end suite not run ({len(e2e)} tests), no Docker engine: {problem}"
+            reason=f"end-to-end suite not run ({len(e2e)} tests), no usable Docker: {problem}"
         )
     )
     if rest:
         config.hook.pytest_deselected(items=rest)
         items[:] = [item for item in items if item not in rest]
-
-
-@pytest.fixture(scope="session")
-def _docker_engine() -> None:
-    problem = engine_problem()
-    if problem:
-        pytest.skip(f"no Docker engine: {problem}")
 
 
 def _free_port() -> int:
@@ -98,7 +101,10 @@ def _free_port() -> int:
 @dataclass(frozen=True)
 class Stack:
     env: dict[str, str]
-    compose_command: str
+    env_path: Path
+    project: str
+    logs_dir: Path
+    started_at: float = field(default_factory=time.time)
 
     def port(self, variable: str) -> int:
         return int(self.env[variable])
@@ -106,80 +112,97 @@ class Stack:
     def url(self, variable: str) -> str:
         return f"http://127.0.0.1:{self.port(variable)}"
 
+    def command(self, *args: str) -> list[str]:
+        return [
+            "docker",
+            "compose",
+            "--env-file",
+            str(self.env_path),
+            "-f",
+            str(COMPOSE_FILE),
+            "-p",
+            self.project,
+            *args,
+        ]
+
     def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        command = f"{self.compose_command} {' '.join(shlex.quote(a) for a in args)}"
-        return subprocess.run(  # noqa: S602 - the same shell command pytest-docker runs
-            command, shell=True, capture_output=True, text=True, timeout=timeout, check=False
+        # Variables exported in the shell win over --env-file in Compose: drop them all, so an
+        # ANTHROPIC_API_KEY in a developer's shell can never make this run spend money.
+        clean = {k: v for k, v in os.environ.items() if k not in referenced_variables()}
+        return subprocess.run(
+            self.command(*args),
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
+
+    def states(self) -> list[dict[str, Any]]:
+        """`ps --all` as one dict per container (Service, State, ExitCode, Name, ...)."""
+        done = self.compose("ps", "--all", "--format", "json")
+        text = done.stdout.strip()
+        if text.startswith("["):  # older v2 releases print one JSON array
+            rows: list[dict[str, Any]] = json.loads(text)
+            return rows
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def services(self) -> list[str]:
+        done = self.compose("config", "--services")
+        return [line for line in done.stdout.splitlines() if line.strip()]
+
+    def dump_logs(self, why: str) -> Path:
+        """Every service's full logs and `ps --all` into one file; returns its path."""
+        path = self.logs_dir / f"compose-logs-{time.time_ns()}.txt"
+        parts = [f"# {why}\n", "## docker compose ps --all\n"]
+        parts.append(self.compose("ps", "--all").stdout)
+        for service in self.services() or [*INFRA_PORTS, *SETUP_JOBS, *AGENTS]:
+            done = self.compose("logs", "--no-color", "--timestamps", service, timeout=120)
+            parts.append(f"\n## docker compose logs {service}\n{done.stdout}{done.stderr}")
+        path.write_text("".join(parts))
+        return path
 
 
 @pytest.fixture(scope="session")
-def stack(_docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    problem = engine_problem()
+    if problem:
+        pytest.skip(f"no usable Docker: {problem}")
     env = {**env_file(), **FAST, "ANTHROPIC_API_KEY": "", "DRY_RUN": "false"}
     if os.environ.get("E2E_DRY_RUN") == "true":
         env["DRY_RUN"] = "true"
     env.update({name: str(_free_port()) for name in PORT_VARIABLES})
-    path: Path = tmp_path_factory.mktemp("stack") / "e2e.env"
+    base = tmp_path_factory.mktemp("stack")
+    path = base / "e2e.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    # Variables exported in the shell win over --env-file in compose: unset them all, so an
-    # ANTHROPIC_API_KEY in a developer's shell can never make this run spend money.
-    unset = " ".join(f"-u {name}" for name in sorted(referenced_variables()))
-    command = f"env {unset} docker compose --env-file {shlex.quote(str(path))}"
-    return Stack(env=env, compose_command=command)
-
-
-# --- pytest-docker's fixtures, pointed at the project's compose file ------------------------------
-
-
-@pytest.fixture(scope="session")
-def docker_compose_file() -> str:
-    return str(COMPOSE_FILE)
-
-
-@pytest.fixture(scope="session")
-def docker_compose_project_name() -> str:
-    return f"books-agents-e2e-{os.getpid()}"
-
-
-@pytest.fixture(scope="session")
-def docker_compose_command(stack: Stack) -> str:
-    return stack.compose_command
-
-
-@pytest.fixture(scope="session")
-def docker_setup() -> list[str]:
-    # Not `up --wait`: the one-shot setup jobs exit, which --wait may report as a failure.
-    # The tests wait on each condition themselves.
-    return ["up --build --detach"]
-
-
-@pytest.fixture(scope="session")
-def docker_cleanup() -> list[str]:
-    if os.environ.get("E2E_KEEP_STACK") == "true":
-        return []
-    return ["down --volumes --remove-orphans --timeout 20"]
-
-
-@pytest.fixture(scope="session")
-def running(stack: Stack, docker_services: object, docker_compose_project_name: str) -> Stack:
-    """The stack, up; on failure the last log lines of every service are printed for diagnosis."""
+    logs_dir = Path(os.environ.get("E2E_LOGS_DIR", str(base)))
+    logs_dir.mkdir(parents=True, exist_ok=True)
     return Stack(
-        stack.env,
-        f"{stack.compose_command} -f {shlex.quote(str(COMPOSE_FILE))} "
-        f"-p {shlex.quote(docker_compose_project_name)}",
+        env=env, env_path=path, project=f"books-agents-e2e-{os.getpid()}", logs_dir=logs_dir
     )
 
 
+@pytest.fixture(scope="session")
+def running(stack: Stack) -> Iterator[Stack]:
+    """The stack built, up and ready; always torn down with its volumes."""
+    try:
+        prepare_images(stack, list(INFRA_PORTS), BUILD_TIMEOUT)
+    except StackError as exc:
+        pytest.fail(f"could not prepare the images (not a stack failure): {exc}", pytrace=False)
+    keep = os.environ.get("E2E_KEEP_STACK") == "true"
+    try:
+        with brought_up(stack, up_timeout=UP_TIMEOUT, ready_timeout=READY_TIMEOUT, keep=keep):
+            yield stack
+    except StackError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    if (
-        call.when != "call"
-        or call.excinfo is None
-        or call.excinfo.errisinstance(pytest.skip.Exception)
-    ):
+    """A failing test gets every service's logs attached (and written to a file)."""
+    if call.excinfo is None or call.excinfo.errisinstance(pytest.skip.Exception):
         return
     stack = item.funcargs.get("running") if hasattr(item, "funcargs") else None
     if isinstance(stack, Stack):
-        logs = stack.compose("logs", "--no-color", "--tail", "30", timeout=60)
-        item.add_report_section(
-            "call", "docker compose logs (last 30 lines each)", logs.stdout[-20_000:]
-        )
+        path = stack.dump_logs(f"{item.nodeid} failed in {call.when}")
+        text = path.read_text()
+        item.add_report_section(call.when, f"docker compose logs ({path})", text[-20_000:])

@@ -26,6 +26,7 @@ from agents.core.broker import (
     PublishError,
     RabbitBroker,
     connection_parameters,
+    queue_arguments,
     setup_topology,
 )
 from agents.core.clock import FakeClock
@@ -265,7 +266,9 @@ def test_a_consumer_cancelled_by_the_broker_is_re_registered(
 
     assert got[0].message_id == "after-delete"
     queue = management("GET", f"/api/queues/{vhost}/fictional")
-    assert queue["arguments"] == {"x-dead-letter-exchange": "books.dlx"}
+    # Redeclared exactly as setup declares it (the default queue type), dead-lettering included.
+    assert queue["arguments"] == queue_arguments("fictional", "quorum")
+    assert queue["arguments"]["x-dead-letter-exchange"] == "books.dlx"
     [error] = log_lines(logs, "ERROR")
     assert error["message"] == "RabbitMQ consumers lost; reconnecting to re-register them"
 

@@ -19,6 +19,7 @@ from agents.core.broker import (
     RabbitBroker,
     TopologyError,
     connection_parameters,
+    queue_arguments,
     setup_topology,
 )
 from agents.core.clock import FakeClock
@@ -31,9 +32,9 @@ pytestmark = pytest.mark.rabbitmq
 ALL_QUEUES = {*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE}
 
 
-@pytest.fixture
-def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
-    return load_settings(BrokerSettings)
+@pytest.fixture(params=["quorum", "classic"])
+def settings(rabbit_env: dict[str, str], request: pytest.FixtureRequest) -> BrokerSettings:
+    return load_settings(BrokerSettings, queue_type=request.param)
 
 
 def _logger(stream: io.StringIO) -> JsonLogger:
@@ -65,9 +66,11 @@ def test_setup_declares_a_durable_topology_bound_as_specified(
         assert queue["durable"] is True, name
         assert queue["auto_delete"] is False, name
         assert queue["exclusive"] is False, name
+        assert queue["type"] == settings.queue_type, name
+        assert queue["arguments"] == queue_arguments(name, settings.queue_type), name
     for name in QUEUES:
         # Rejected (and expired) messages go to the dead-letter exchange, not into the void.
-        assert queues[name]["arguments"] == {"x-dead-letter-exchange": DLX}
+        assert queues[name]["arguments"]["x-dead-letter-exchange"] == DLX
         assert _bindings(vhost, EXCHANGE, name) == [name]
     assert _bindings(vhost, DLX, DEAD_LETTER_QUEUE) == [""]
     assert _bindings(vhost, EXCHANGE, ANOMALY_QUEUE) == [ANOMALY_QUEUE]
@@ -77,6 +80,7 @@ def test_setup_declares_a_durable_topology_bound_as_specified(
 
     assert result["broker"] == f"{settings.rabbitmq_host}:{settings.rabbitmq_port}/{vhost}"
     assert result["queues"] == dict.fromkeys([*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE], 0)
+    assert result["queue_type"] == settings.queue_type
     json.dumps(result)  # the CLI prints it as JSON
 
 
@@ -109,9 +113,11 @@ def test_setup_twice_changes_nothing_and_keeps_messages(
 def test_a_conflicting_queue_is_a_clear_error_without_retries(
     settings: BrokerSettings, vhost: str
 ) -> None:
-    # Someone declared `fictional` without the dead-letter argument: redeclaring cannot fix it.
+    # Someone declared `fictional` (of the same type) without the dead-letter argument:
+    # redeclaring cannot fix it.
     connection = pika.BlockingConnection(connection_parameters(settings))
-    connection.channel().queue_declare("fictional", durable=True)
+    wrong = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else None
+    connection.channel().queue_declare("fictional", durable=True, arguments=wrong)
     connection.close()
     logs = io.StringIO()
     clock = FakeClock()

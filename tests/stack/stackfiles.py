@@ -20,14 +20,18 @@ GRAFANA_PROVISIONING = ROOT / "infra" / "grafana" / "provisioning"
 DASHBOARDS_DIR = ROOT / "infra" / "grafana" / "dashboards"
 DOCKERFILE = ROOT / "infra" / "Dockerfile"
 
-# The five agents of the specification: service -> (agent_type, agent_id).
+# The agent services: service -> (agent_type, agent id or id template). Publishers and consumers
+# scale (`--scale consumer=N`), each replica naming itself after its container hostname.
 AGENTS: dict[str, tuple[str, str]] = {
-    "publisher-1": ("publisher", "publisher-1"),
-    "publisher-2": ("publisher", "publisher-2"),
-    "consumer-1": ("consumer", "consumer-1"),
-    "consumer-2": ("consumer", "consumer-2"),
+    "publisher": ("publisher", "publisher-{hostname}"),
+    "consumer": ("consumer", "consumer-{hostname}"),
     "monitor": ("monitor", "monitor-1"),
 }
+# Replicas by default: the specification's five agents (two publishers, two consumers, a monitor).
+REPLICAS: dict[str, int] = {"publisher": 2, "consumer": 2, "monitor": 1}
+SCALABLE = ("publisher", "consumer")
+AGENT_IMAGE = "books-agents:local"
+README = ROOT / "README.md"
 # The infrastructure of the specification with the container ports it publishes.
 INFRA_PORTS: dict[str, set[int]] = {
     "rabbitmq": {5672, 15672},

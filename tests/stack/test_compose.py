@@ -21,11 +21,16 @@ from agents.core.settings import (
 )
 from agents.provision import InfluxProvisionSettings, RabbitUserSettings
 from tests.stack.stackfiles import (
+    AGENT_IMAGE,
     AGENTS,
+    COMPOSE_FILE,
     DOCKERFILE,
     INFRA_PORTS,
     PROMTAIL_CONFIG,
+    README,
+    REPLICAS,
     ROOT,
+    SCALABLE,
     SETUP_JOBS,
     compose,
     env_file,
@@ -142,7 +147,7 @@ def test_pin_rule(image: str) -> None:
 
 def test_every_image_is_pinned_to_a_release() -> None:
     for name, service in services().items():
-        if "build" in service:
+        if service["image"] == AGENT_IMAGE:
             continue  # built here; its base image is checked below
         assert _pinned(service["image"]), f"{name}: {service['image']} is not pinned"
     influx = services()["influxdb"]["image"]
@@ -162,21 +167,89 @@ def test_dockerfile_base_images_are_pinned() -> None:
 
 def test_one_agent_image_for_the_agents_and_the_setup_jobs() -> None:
     names = (*AGENTS, *SETUP_JOBS)
-    builds = {json.dumps(services()[n].get("build"), sort_keys=True) for n in names}
-    images = {services()[n]["image"] for n in names}
-    assert len(builds) == 1 and len(images) == 1
-    assert json.loads(builds.pop())["dockerfile"] == "infra/Dockerfile"
+    assert {services()[n]["image"] for n in names} == {AGENT_IMAGE}
+
+
+def test_the_agent_image_is_built_by_one_service_only() -> None:
+    # Compose builds through Bake in parallel: two `build:` sections exporting one tag collide
+    # ("image ... already exists") on a fresh host.
+    builders = [name for name, service in services().items() if "build" in service]
+    assert builders == ["rabbitmq-setup"], builders
+    assert services()["rabbitmq-setup"]["build"]["dockerfile"] == "infra/Dockerfile"
+    for name, service in services().items():
+        if service.get("image") == AGENT_IMAGE and name not in builders:
+            # Never pulled: the tag exists on no registry, only after the build.
+            assert service.get("pull_policy") == "never", name
+    # Every agent waits for the builder, so `docker compose up consumer` builds the image too.
+    for name in AGENTS:
+        assert "rabbitmq-setup" in services()[name]["depends_on"], name
+
+
+def test_the_one_build_rule_catches_a_second_build() -> None:
+    broken = copy.deepcopy(services())
+    broken["consumer"]["build"] = {"context": ".", "dockerfile": "infra/Dockerfile"}
+    assert [n for n, s in broken.items() if "build" in s] != ["rabbitmq-setup"]
+
+
+# --- RabbitMQ administrator ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # .env.example as shipped
+        {"RABBITMQ_ADMIN_USER": "ops", "RABBITMQ_ADMIN_PASS": "a-Changed-Pa55"},  # README advice
+    ],
+    ids=["example", "changed"],
+)
+def test_the_broker_creates_the_administrator_the_setup_job_logs_in_as(env: dict[str, str]) -> None:
+    values = {**env_file(), **env}
+    broker = service_env("rabbitmq", env=values)
+    setup = service_env("rabbitmq-setup", env=values)
+    assert broker["RABBITMQ_DEFAULT_USER"] == setup["RABBITMQ_ADMIN_USER"]
+    assert broker["RABBITMQ_DEFAULT_PASS"] == setup["RABBITMQ_ADMIN_PASS"]
+    if env:
+        assert broker["RABBITMQ_DEFAULT_PASS"] == "a-Changed-Pa55"
+
+
+def test_the_broker_refuses_to_start_without_the_admin_password() -> None:
+    required = {k: v for k, v in env_file().items() if k != "RABBITMQ_ADMIN_PASS"}
+    with pytest.raises(KeyError, match="RABBITMQ_ADMIN_PASS"):
+        service_env("rabbitmq", env=required)
+
+
+# --- Docker requirements and the setup jobs' outcome ----------------------------------------
+
+
+def test_start_interval_is_used_so_the_engine_floor_is_stated() -> None:
+    uses_start_interval = any(
+        "start_interval" in service.get("healthcheck", {}) for service in services().values()
+    )
+    assert uses_start_interval
+    header = COMPOSE_FILE.read_text().split("name:", 1)[0]
+    assert "Docker Engine >= 25" in header and "Compose v2" in header
+    readme = README.read_text()
+    assert "Docker Engine >= 25" in readme and "Compose v2" in readme
+
+
+def test_readme_says_where_the_setup_jobs_outcome_is() -> None:
+    # They exit before Promtail's discovery sees them: their lines may never reach Loki.
+    readme = README.read_text()
+    assert "docker compose ps --all rabbitmq-setup influxdb-setup" in readme
+    assert "docker compose logs rabbitmq-setup influxdb-setup" in readme
 
 
 # --- agents ---------------------------------------------------------------------------------------
 
 
 def test_each_agent_runs_its_command_with_its_labels() -> None:
-    for name, (agent_type, agent_id) in AGENTS.items():
+    for name, (agent_type, _) in AGENTS.items():
         service = services()[name]
         assert service["command"] == ["agents", agent_type]
         labels = service["labels"]
-        assert (labels["agent_id"], labels["agent_type"]) == (agent_id, agent_type)
+        assert labels["agent_type"] == agent_type
+        # The fallback for lines that are not JSON; JSON lines carry each replica's own id.
+        assert labels["agent_id"] in (name, "monitor-1")
 
 
 def test_agent_labels_are_the_ones_promtail_relabels() -> None:
@@ -191,6 +264,42 @@ def test_agent_labels_are_the_ones_promtail_relabels() -> None:
     assert container_labels == {"agent_id", "agent_type"}
     for name in AGENTS:
         assert container_labels <= set(services()[name]["labels"]), name
+    # The JSON stage replaces the container's agent_id with the line's own (one per replica).
+    promoted = next(
+        s["labels"]
+        for s in load_yaml(PROMTAIL_CONFIG)["scrape_configs"][0]["pipeline_stages"]
+        if "labels" in s
+    )
+    assert "agent_id" in promoted
+
+
+def test_scalable_agents_have_nothing_fixed_per_container() -> None:
+    for name in AGENTS:
+        service = services()[name]
+        for fixed in ("container_name", "hostname", "ports"):
+            assert fixed not in service, f"{name}: {fixed} breaks --scale {name}=N"
+        assert service.get("deploy", {}).get("replicas", 1) == REPLICAS[name], name
+    assert sum(REPLICAS.values()) == 5  # the specification's fleet
+
+
+@pytest.mark.parametrize("name", SCALABLE)
+def test_each_replica_of_a_scaled_agent_has_its_own_id(name: str) -> None:
+    from agents.core.settings import expand_agent_id
+
+    agent_type, template = AGENTS[name]
+    assert service_env(name)[f"{agent_type.upper()}_ID"] == template
+    cls = SETTINGS_BY_TYPE[agent_type]
+    ids = set()
+    for hostname in ("3f2a1b4c5d6e", "9c0ffee12345", "A_Host.example.org"):
+        kwargs = _as_init_kwargs(cls, service_env(name))
+        id_field = next(k for k in kwargs if k.endswith("_id"))
+        kwargs[id_field] = expand_agent_id(kwargs[id_field], hostname=hostname)
+        ids.add(cls(**kwargs).agent_id)
+    assert ids == {
+        f"{agent_type}-3f2a1b4c5d6e",
+        f"{agent_type}-9c0ffee12345",
+        f"{agent_type}-a-host",
+    }
 
 
 def test_promtail_discovers_every_long_running_service() -> None:
@@ -204,10 +313,14 @@ def test_promtail_discovers_every_long_running_service() -> None:
 
 
 def test_agent_ids_come_from_the_environment_the_settings_read() -> None:
-    for name, (agent_type, agent_id) in AGENTS.items():
+    import socket
+
+    host = socket.gethostname().split(".")[0].lower()
+    for name, (agent_type, template) in AGENTS.items():
         cls = SETTINGS_BY_TYPE[agent_type]
         settings = cls(**_as_init_kwargs(cls, service_env(name)))
-        assert settings.agent_id == agent_id
+        expected = template.replace("{hostname}", re.sub(r"[^a-z0-9-]+", "-", host).strip("-"))
+        assert settings.agent_id == expected[:63].rstrip("-")
 
 
 @pytest.mark.parametrize("name", list(AGENTS))
@@ -240,14 +353,16 @@ def test_agents_use_their_own_rabbitmq_account_and_the_compose_influxdb() -> Non
         assert env["INFLUXDB_URL"] == "http://influxdb:8086"
         assert env["INFLUXDB_TOKEN"] == env_file()["INFLUXDB_TOKEN"]
     setup = service_env("rabbitmq-setup")
-    assert setup["RABBITMQ_USER"] == service_env("publisher-1")["RABBITMQ_USER"]
+    assert setup["RABBITMQ_USER"] == service_env("publisher")["RABBITMQ_USER"]
+    # Setup declares the queues with the type the agents expect.
+    assert setup["QUEUE_TYPE"] == service_env("consumer")["QUEUE_TYPE"] == "quorum"
 
 
 def test_specification_defaults_for_each_agent() -> None:
-    assert services()["publisher-1"]["environment"]["DRY_RUN"] == "${DRY_RUN:-false}"
+    assert services()["publisher"]["environment"]["DRY_RUN"] == "${DRY_RUN:-false}"
     expected = {
-        "publisher-1": {"MAX_TOKENS": "300", "DECISION_INTERVAL_SECONDS": "60"},
-        "consumer-1": {"MAX_TOKENS": "200", "AI_DECISION_RATE": "0.1"},
+        "publisher": {"MAX_TOKENS": "300", "DECISION_INTERVAL_SECONDS": "60"},
+        "consumer": {"MAX_TOKENS": "200", "AI_DECISION_RATE": "0.1"},
         "monitor": {"MAX_TOKENS": "400", "CHECK_INTERVAL_SECONDS": "120"},
     }
     required = {k: v for k, v in env_file().items() if referenced_variables()[k] == ":?"}
@@ -304,7 +419,7 @@ def test_env_example_defines_every_variable_the_compose_file_uses() -> None:
 
 def test_compose_refuses_to_start_without_the_secrets() -> None:
     with pytest.raises(KeyError, match=r"INFLUXDB_TOKEN: copy \.env\.example to \.env"):
-        service_env("publisher-1", env={})
+        service_env("publisher", env={})
 
 
 def test_env_example_has_the_specification_demo_credentials() -> None:
