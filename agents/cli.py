@@ -16,6 +16,7 @@ from agents.core.settings import (
     SETTINGS_BY_TYPE,
     BrokerSettings,
     ConsumerSettings,
+    FleetSettings,
     MonitorSettings,
     PublisherSettings,
     SettingsError,
@@ -23,6 +24,7 @@ from agents.core.settings import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+AGENT_COMMANDS = ("publisher", "consumer", "monitor")
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -65,7 +67,7 @@ def _monitor(args: argparse.Namespace) -> int:
 def _run_fleet(args: argparse.Namespace) -> int:
     from agents.fleet import main as run
 
-    return run(load_settings(BrokerSettings), args)
+    return run(load_settings(FleetSettings), args)
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -137,3 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return result
+
+
+def entry() -> None:
+    """The process entry point (`agents`, `python -m agents`): an agent process catches stop
+    signals from its first moment, so a Ctrl-C while it is still importing is an ordinary stop,
+    not a traceback (see agents.early_signals)."""
+    if sys.argv[1:2] and sys.argv[1] in AGENT_COMMANDS:
+        from agents import early_signals
+
+        early_signals.latch()
+    raise SystemExit(main())

@@ -5,6 +5,10 @@ variables compose uses), their JSON log lines merged onto one stream, and an ord
 publishers first, then a short drain so the consumers empty the queues, then consumers and the
 monitor. Every child handles SIGTERM itself (finishes or requeues in-flight work), so the fleet
 only signals and waits; a child that outlives the grace period is killed.
+
+Before any child starts, every child's settings are validated (a bad value is exit 2, one line),
+so no publisher ever fills queues that no consumer will drain. While the fleet runs, a child that
+dies is restarted by `agents.supervisor` (capped backoff; too many restarts stop the fleet).
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import argparse
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 from agents.core.logs import JsonLogger, Redactor
-from agents.runtime import StopFlag, install_signal_handlers
+from agents.core.settings import SETTINGS_BY_TYPE, SettingsError, load_settings
+from agents.runtime import StopFlag, install_signal_handlers, preflight
+from agents.supervisor import RestartPolicy, Supervisor
 
 if TYPE_CHECKING:
-    from agents.core.settings import CommonSettings
+    from agents.core.metrics import MetricsSink
+    from agents.core.settings import CommonSettings, FleetSettings
 
 GRACE_SECONDS = 12.0  # a child's own budget is 10 s
 DRAIN_SECONDS = 5.0
@@ -52,7 +60,17 @@ class Child:
     process: subprocess.Popen[bytes]
     pump: threading.Thread
     returncode: int | None = None
-    reported: bool = field(default=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def poll(self) -> int | None:
+        return self.process.poll()
 
 
 class LineMerger:
@@ -77,35 +95,86 @@ class LineMerger:
 
 
 def rabbit_unreachable(settings: CommonSettings) -> str | None:
-    """None when RabbitMQ accepts a connection (and the topology is declared), else why not."""
+    """None when RabbitMQ accepts a connection (and the topology is declared), else one line
+    saying which of "not reachable", "authentication refused", "vhost not found" (or "no access
+    to the vhost") it is, with the fix for each."""
     import pika
     import pika.exceptions
 
     from agents.core.broker import TopologyError, connection_parameters, declare_topology
 
-    where = f"{settings.rabbitmq_host}:{settings.rabbitmq_port}/{settings.rabbitmq_vhost}"
+    where = f"{settings.rabbitmq_host}:{settings.rabbitmq_port}"
+    user, vhost = settings.rabbitmq_user, settings.rabbitmq_vhost
     try:
         connection = pika.BlockingConnection(connection_parameters(settings))
+    except (
+        pika.exceptions.ProbableAuthenticationError,
+        pika.exceptions.AuthenticationError,
+    ) as exc:
+        return (
+            f"RabbitMQ at {where} refused authentication for user {user!r} ({_detail(exc)}); "
+            "check RABBITMQ_USER and RABBITMQ_PASS"
+        )
+    except pika.exceptions.ProbableAccessDeniedError as exc:
+        if "not found" in str(exc):
+            return (
+                f"RabbitMQ at {where} has no vhost {vhost!r} ({_detail(exc)}); create it "
+                f"(`rabbitmqctl add_vhost {vhost}`) or set RABBITMQ_VHOST to an existing one"
+            )
+        return (
+            f"RabbitMQ at {where} denied user {user!r} access to vhost {vhost!r} "
+            f"({_detail(exc)}); grant it (`rabbitmqctl set_permissions -p {vhost} {user} "
+            "'.*' '.*' '.*'`) or set RABBITMQ_VHOST"
+        )
     except (pika.exceptions.AMQPError, OSError) as exc:
-        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-        return f"RabbitMQ is not reachable at {where} ({type(exc).__name__}: {detail})"
+        return f"RabbitMQ is not reachable at {where}/{vhost} ({_detail(exc)}); {HOW_TO_START}"
     try:
         declare_topology(connection.channel(), settings.queue_type)
     except TopologyError as exc:
         return str(exc)
     except (pika.exceptions.AMQPError, OSError) as exc:  # e.g. 403: no configure permission
-        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
-        return f"RabbitMQ at {where} refused the topology ({type(exc).__name__}: {detail})"
+        return f"RabbitMQ at {where}/{vhost} refused the topology ({_detail(exc)})"
     finally:
         if connection.is_open:
             connection.close()
     return None
 
 
+def _detail(exc: BaseException) -> str:
+    """`Type: message` on one line, shortened at a word boundary, never mid-word."""
+    text = " ".join(str(exc).split())
+    text = textwrap.shorten(text, 200, placeholder=" ...") if text else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 HOW_TO_START = (
     "start one with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`), "
     "or point RABBITMQ_HOST/RABBITMQ_PORT at yours"
 )
+
+
+def validate(specs: Sequence[AgentSpec], env: Mapping[str, str]) -> None:
+    """Every child's settings, as that child will read them (`env` plus its own variables),
+    before any child starts: raises the first one-line SettingsError (exit 2), naming the agent.
+    """
+    checked: set[tuple[object, ...]] = set()
+    for spec in specs:
+        try:
+            settings = load_settings(SETTINGS_BY_TYPE[spec.kind], env={**env, **spec.env})
+            # The file checks once per distinct input: two consumers share a cassette.
+            key = (
+                settings.agent_type,
+                settings.metrics_file,
+                settings.cassettes_dir,
+                settings.influxdb_url,
+                settings.dry_run,
+                settings.anthropic_api_key is not None,
+            )
+            if key not in checked:
+                checked.add(key)
+                preflight(settings)
+        except SettingsError as exc:
+            raise SettingsError(exc.variable, f"{exc.problem} (agent {spec.name})") from None
 
 
 class Fleet:
@@ -115,43 +184,59 @@ class Fleet:
         specs: Sequence[AgentSpec] = FLEET,
         env: dict[str, str] | None = None,
         logger: JsonLogger | None = None,
+        policy: RestartPolicy | None = None,
+        settings: CommonSettings | None = None,
     ) -> None:
         self.specs = specs
         self.env = dict(os.environ if env is None else env)
         self.merger = LineMerger(out)
         self.logger = logger or JsonLogger("fleet", "fleet", stream=out)
         self.children: list[Child] = []
+        self.settings = settings
+        self.supervisor = Supervisor(
+            policy or RestartPolicy(), self.logger, self.restart, self.record_restart
+        )
+        self._sink: MetricsSink | None = None
+
+    def spawn(self, spec: AgentSpec) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+        env = {**self.env, **spec.env}
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "agents", spec.kind],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        pump = threading.Thread(
+            target=self.merger.pump, args=(process.stdout,), name=f"pump-{spec.name}"
+        )
+        pump.daemon = True
+        pump.start()
+        return process, pump
 
     def start(self) -> None:
         for spec in self.specs:
-            env = {**self.env, **spec.env}
-            process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                [sys.executable, "-m", "agents", spec.kind],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-            )
-            assert process.stdout is not None
-            pump = threading.Thread(
-                target=self.merger.pump, args=(process.stdout,), name=f"pump-{spec.name}"
-            )
-            pump.daemon = True
-            pump.start()
-            self.children.append(Child(spec, process, pump))
+            self.children.append(Child(spec, *self.spawn(spec)))
         self.logger.info(
             "Fleet started",
             agents={c.spec.name: c.process.pid for c in self.children},
         )
 
-    def check_children(self) -> None:
-        for child in self.children:
-            code = child.process.poll()
-            if code is not None and not child.reported:
-                child.reported = True
-                child.returncode = code
-                self.logger.error(
-                    "Agent exited unexpectedly", agent=child.spec.name, exit_code=code
-                )
+    def restart(self, child: Any) -> int:
+        assert isinstance(child, Child)
+        child.pump.join(timeout=2.0)  # the dead child's last lines first
+        child.process, child.pump = self.spawn(child.spec)
+        return child.process.pid
+
+    def record_restart(self, child: Any) -> None:
+        """One `errors` point (kind=agent_restarted) tagged with the restarted agent."""
+        if self.settings is None:
+            return
+        from agents.core.metrics import Metrics, sink_from_settings
+
+        if self._sink is None:  # built on first use: most runs never restart anything
+            self._sink = sink_from_settings(self.settings, self.logger)
+        Metrics(self._sink, child.name, child.kind).error("agent_restarted")
 
     def run(self, stop: StopFlag, duration: float | None) -> None:
         deadline = None if duration is None else time.monotonic() + duration
@@ -159,14 +244,20 @@ class Fleet:
             if deadline is not None and time.monotonic() >= deadline:
                 stop.set("duration elapsed")
                 break
-            self.check_children()
-            if all(c.process.poll() is not None for c in self.children):
-                stop.set("every agent exited")
+            failure = self.supervisor.check(self.children)
+            if failure is not None:
+                stop.set(failure)
                 break
             stop.wait(POLL_SECONDS)
 
+    def running(self, kind: str) -> bool:
+        return any(c.spec.kind == kind and c.process.poll() is None for c in self.children)
+
     def stop(self, kinds: Sequence[str]) -> None:
-        """SIGTERM the children of these kinds and wait for them (kill after the grace period)."""
+        """SIGTERM the children of these kinds and wait for them (kill after the grace period).
+
+        A child that already got the signal (Ctrl-C reaches the whole process group) is
+        stopping anyway; the second signal only re-sets its stop flag."""
         group = [c for c in self.children if c.spec.kind in kinds]
         for child in group:
             if child.process.poll() is None:
@@ -180,17 +271,33 @@ class Fleet:
                 child.process.kill()
                 child.process.wait()
             child.pump.join(timeout=2.0)
-            if not child.reported:
-                child.returncode = child.process.returncode
+            child.returncode = child.process.returncode
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
 
     def exit_code(self) -> int:
+        """0 only when every agent's last process stopped cleanly (exit 0) and the supervisor
+        did not give up on any agent."""
         codes = {c.spec.name: c.returncode for c in self.children}
-        failed = {name: code for name, code in codes.items() if code not in (0, None)}
-        self.logger.info("Fleet stopped", exit_codes=codes)
-        return 1 if failed else 0
+        waiting = self.supervisor.waiting()
+        failed = {name: code for name, code in codes.items() if code != 0}
+        self.logger.info(
+            "Fleet stopped",
+            exit_codes=codes,
+            restarts=self.supervisor.restarts(),
+            **({"waiting_for_restart": waiting} if waiting else {}),
+        )
+        return 1 if failed or waiting or self.supervisor.failure else 0
 
 
-def drain(settings: CommonSettings, seconds: float, logger: JsonLogger) -> None:
+def drain(
+    settings: CommonSettings,
+    seconds: float,
+    logger: JsonLogger,
+    consumers_running: Callable[[], bool] = lambda: True,
+) -> None:
     """Wait (bounded) until the main queues are empty, so stopped publishers' last messages are
     consumed before the consumers stop. Leftovers are safe in durable queues either way."""
     import pika
@@ -209,7 +316,7 @@ def drain(settings: CommonSettings, seconds: float, logger: JsonLogger) -> None:
             depths = {
                 q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES
             }
-            if not any(depths.values()) or time.monotonic() >= end:
+            if not any(depths.values()) or time.monotonic() >= end or not consumers_running():
                 break
             connection.sleep(POLL_SECONDS)
         logger.info(
@@ -222,10 +329,12 @@ def drain(settings: CommonSettings, seconds: float, logger: JsonLogger) -> None:
             connection.close()
 
 
-def main(settings: CommonSettings, args: argparse.Namespace) -> int:
+def main(settings: FleetSettings, args: argparse.Namespace) -> int:
+    fleet_env = dict(os.environ)
+    validate(FLEET, fleet_env)  # SettingsError -> exit 2 in agents.cli, before anything connects
     problem = rabbit_unreachable(settings)
     if problem is not None:
-        print(f"agents run: {problem}; {HOW_TO_START}.", file=sys.stderr)
+        print(f"agents run: {problem}.", file=sys.stderr)
         return 1
     log_file = getattr(args, "log_file", None)
     out: IO[str] = open(log_file, "a", encoding="utf-8") if log_file else sys.stdout  # noqa: SIM115
@@ -234,20 +343,29 @@ def main(settings: CommonSettings, args: argparse.Namespace) -> int:
         print(f"agents run: fleet logs go to {log_file}; Ctrl-C stops it.", file=sys.stderr)
     stop = StopFlag()
     restore = install_signal_handlers(stop)
-    fleet = Fleet(out, logger=logger)
+    fleet = Fleet(
+        out,
+        env=fleet_env,
+        logger=logger,
+        policy=RestartPolicy.from_settings(settings),
+        settings=settings,
+    )
     try:
         fleet.start()
         fleet.run(stop, getattr(args, "duration", None))
         logger.info("Fleet stopping", reason=stop.reason)
         fleet.stop(["publisher"])
-        drain(settings, DRAIN_SECONDS, logger)
+        drain(settings, DRAIN_SECONDS, logger, lambda: fleet.running("consumer"))
         fleet.stop(["consumer", "monitor"])
     finally:
         for child in fleet.children:  # whatever happened above, leave no orphans
             if child.process.poll() is None:
                 child.process.kill()
+        fleet.close()
         restore()
     code = fleet.exit_code()
+    if fleet.supervisor.failure:
+        print(f"agents run: stopped the fleet: {fleet.supervisor.failure}", file=sys.stderr)
     if log_file:
         out.close()
     return code

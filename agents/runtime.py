@@ -7,16 +7,21 @@ tests build an agent from fakes and a FakeClock and never touch signals.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from agents import early_signals
 from agents.core.clock import Clock, SystemClock
-from agents.core.logs import JsonLogger, Level, Redactor
+from agents.core.logs import JsonLogger, Level, Redactor, describe_error
 from agents.core.metrics import Metrics, MetricsSink, sink_from_settings
+from agents.core.settings import SettingsError
 
 if TYPE_CHECKING:
     from agents.core.ai import DecisionEngine
@@ -131,6 +136,57 @@ class Wiring:
                 self.logger.exception("Error while closing", exc)
 
 
+def preflight(settings: CommonSettings, cwd: Path | None = None) -> None:
+    """The start-up checks that need more than the settings model: the metrics file can be
+    written and a cassette that replay would use can be read. Raises a one-line SettingsError
+    naming the variable, so a bad path is exit 2 before anything connects, never a traceback
+    from deep inside the wiring."""
+    if settings.influxdb_url is None:
+        path = settings.metrics_file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        except OSError as exc:
+            parent = path.parent
+            why = (
+                f"{parent} is not a directory"
+                if parent.exists() and not parent.is_dir()
+                else exc.strerror or type(exc).__name__
+            )
+            raise SettingsError(
+                "METRICS_FILE",
+                f"{path} cannot be written ({why}); point METRICS_FILE at a writable file, "
+                "or set INFLUXDB_URL",
+            ) from None
+    key = settings.anthropic_api_key
+    if settings.dry_run or (key is not None and key.get_secret_value().strip()):
+        return
+    from agents.core.ai import cassettes
+    from agents.core.ai.client import load_cassette
+
+    directory = cassettes.resolve_cassettes_dir(settings.cassettes_dir, cwd)
+    cassette = cassettes.cassette_path(directory, settings.agent_type)
+    if not cassette.is_file():
+        return  # no cassette is not an error: the agent runs in dry-run and says why
+    try:
+        load_cassette(cassette)
+    except Exception as exc:  # yaml, vcrpy and shape errors alike: the file is unusable
+        detail = describe_error(exc)
+        raise SettingsError(
+            "CASSETTES_DIR",
+            f"{cassette} is not a readable cassette ({detail['type']}: "
+            f"{_shorten(detail['message'], 160)}); restore it from git or re-record it "
+            "(`nox -s record`), or set DRY_RUN=true",
+        ) from None
+
+
+def _shorten(text: str, width: int) -> str:
+    """At most `width` characters, cut at a word boundary (never mid-word)."""
+    import textwrap
+
+    return textwrap.shorten(text, width, placeholder=" ...")
+
+
 def wire(settings: CommonSettings, stop: StopFlag) -> Wiring:
     from agents.core.ai import build_engine
     from agents.core.broker import RabbitBroker
@@ -156,11 +212,32 @@ def run_agent(
     body: Callable[[Wiring, StopFlag], None],
     **startup_details: Any,
 ) -> int:
-    """The common `main`: wire, log start-up, connect (interruptibly), run, close. Exit 0 on a
-    requested stop; 1 if the agent crashed, after logging why."""
+    """The common `main`: check, wire, log start-up, connect (interruptibly), run, close. Exit 0
+    on a requested stop; 1 if the agent crashed, after logging why; a start-up failure is one
+    line on stderr, never a traceback."""
+    preflight(settings)
     stop = StopFlag()
-    restore = install_signal_handlers(stop)
-    wiring = wire(settings, stop)
+    # Not restored: the process ends with the agent (see ignore_further_stop_signals).
+    install_signal_handlers(stop)
+    early = early_signals.received()
+    if early is not None:  # stopped while still importing: nothing started, nothing to undo
+        stop.set(early)
+        make_logger(settings).info("Agent stopped", reason=early, exit_code=0)
+        ignore_further_stop_signals()
+        return 0
+    try:
+        wiring = wire(settings, stop)
+    except Exception as exc:
+        detail = describe_error(exc)
+        redact = Redactor(settings.secrets())
+        print(
+            redact(
+                f"agents {settings.agent_type}: start-up failed ({detail['type']}: "
+                f"{_shorten(detail['message'], 300)})"
+            ),
+            file=sys.stderr,
+        )
+        return 1
     logger = wiring.logger
     log_startup(
         logger,
@@ -181,6 +258,18 @@ def run_agent(
         code = 1
     finally:
         wiring.close()
-        restore()
-    logger.info("Agent stopped", reason=stop.reason or "finished", exit_code=code)
+    dropped = getattr(wiring.sink, "dropped_points", None)
+    extra = {} if dropped is None else {"metrics_points_dropped": dropped}
+    logger.info("Agent stopped", reason=stop.reason or "finished", exit_code=code, **extra)
+    ignore_further_stop_signals()
     return code
+
+
+def ignore_further_stop_signals() -> None:
+    """Once the agent has stopped, ignore SIGTERM/SIGINT for the rest of the process.
+
+    Interpreter teardown puts back the default action for signals that had a Python handler
+    (not for ignored ones). Ctrl-C reaches the whole process group, so the fleet's own SIGTERM
+    can arrive in that window, and it used to kill a cleanly stopped agent with -15."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

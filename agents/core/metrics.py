@@ -393,10 +393,16 @@ class InfluxSink:
         flush_interval_ms: int = 1_000,
         timeout_ms: int = 5_000,
         max_retries: int = 2,
+        close_timeout_s: float = 2.0,
     ) -> None:
         from influxdb_client import InfluxDBClient, WriteOptions
+        from reactivex.scheduler import EventLoopScheduler
 
         self.url, self.org, self.bucket = url, org, bucket
+        self._logger = logger
+        self._close_timeout_s = close_timeout_s
+        self._enqueued = 0
+        self.dropped_at_close = 0
         self.errors = WriteErrorCounter(logger)
         self._client = InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
         options = WriteOptions(
@@ -407,6 +413,9 @@ class InfluxSink:
             max_retry_delay=2_000,
             max_retry_time=5_000,
             max_close_wait=5_000,  # shutdown must finish within the agents' 10 s budget
+            # One daemon thread for the HTTP writes (the default pool's threads are joined at
+            # interpreter exit): a write blocked on a dead InfluxDB never holds up the exit.
+            write_scheduler=EventLoopScheduler(),
         )
         silence_client_logging()
         self._write_api = self._client.write_api(
@@ -437,16 +446,49 @@ class InfluxSink:
                 )
             except Exception as exc:  # the client raises only on misuse; still never propagate
                 self.errors.failed(1, exc, self.description)
+            else:
+                self._enqueued += 1
 
     def close(self) -> None:
+        """Flush for at most `close_timeout_s`, then give up: shutdown must fit the agents' 10 s
+        even when InfluxDB is unreachable (a black-holed write used to hold exit for 40 s and
+        more). Points still unwritten then are dropped, counted in `dropped_points` and logged.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        try:
-            self._write_api.close()
-        finally:
+        flushed = threading.Event()
+
+        def flush() -> None:
+            try:
+                self._write_api.close()
+            except Exception as exc:  # reported below as dropped points, never raised
+                self.errors.failed(0, exc, self.description)
+            finally:
+                flushed.set()
+
+        threading.Thread(target=flush, name="influx-close", daemon=True).start()
+        in_time = flushed.wait(self._close_timeout_s)
+        settled = self.errors.written_points + self.errors.failed_points
+        self.dropped_at_close = max(0, self._enqueued - settled)
+        if in_time:
             self._client.close()
+        # else: the client's threads are daemons, blocked on a dead socket; leave them.
+        if self._logger is not None and (self.dropped_at_close or not in_time):
+            self._logger.warning(
+                "Metrics not flushed in time; points dropped",
+                sink=self.description,
+                timeout_s=self._close_timeout_s,
+                dropped_points=self.dropped_at_close,
+                written_points=self.errors.written_points,
+                failed_points=self.errors.failed_points,
+            )
+
+    @property
+    def dropped_points(self) -> int:
+        """Points that never reached InfluxDB: failed writes plus those abandoned at close."""
+        return self.errors.failed_points + self.dropped_at_close
 
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})

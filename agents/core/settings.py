@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -96,8 +97,19 @@ class CommonSettings(BaseSettings):
     @field_validator("influxdb_url", "anthropic_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http:// or https:// URL")
+        # The whole value, not a prefix: "http://host name" passed a prefix match and then
+        # failed on every request instead of at start-up.
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("must be an http:// or https:// URL without spaces")
+        return value
+
+    @field_validator("claude_model", "rabbitmq_host")
+    @classmethod
+    def _no_blanks(cls, value: str) -> str:
+        # A blank model id or a host name with a space is accepted by the type but can never
+        # work: every API call or connection attempt would fail at run time instead.
+        if not value.strip() or any(ch.isspace() for ch in value):
+            raise ValueError("must not be blank or contain spaces")
         return value
 
     @property
@@ -250,6 +262,17 @@ class BrokerSettings(CommonSettings):
         return 0.0
 
 
+class FleetSettings(BrokerSettings):
+    """`agents run`: the broker settings plus the supervisor's restart policy."""
+
+    # More than this many restarts of one agent within the window stops the fleet (exit 1).
+    fleet_max_restarts: int = Field(5, ge=0, le=1000)
+    fleet_restart_window_seconds: float = Field(300.0, gt=0, le=86_400)
+    # Backoff before restart n is min(initial * 2**(n-1), max).
+    fleet_restart_backoff_seconds: float = Field(1.0, gt=0, le=600)
+    fleet_restart_backoff_max_seconds: float = Field(30.0, gt=0, le=3600)
+
+
 SETTINGS_BY_TYPE: dict[str, type[CommonSettings]] = {
     "publisher": PublisherSettings,
     "consumer": ConsumerSettings,
@@ -259,10 +282,19 @@ SETTINGS_BY_TYPE: dict[str, type[CommonSettings]] = {
 S = TypeVar("S", bound=CommonSettings)
 
 
-def load_settings(cls: type[S], **overrides: Any) -> S:
-    """Build settings from the environment (plus `overrides`), or raise a one-line SettingsError."""
+def load_settings(cls: type[S], env: Mapping[str, str] | None = None, **overrides: Any) -> S:
+    """Build settings from the environment (plus `overrides`), or raise a one-line SettingsError.
+
+    With `env`, that mapping is read instead of the process environment, with the same rules
+    (names case-insensitive, empty values ignored): the fleet validates each child's
+    environment this way before it starts any child.
+    """
     try:
-        settings = cls(**overrides)
+        if env is None:
+            settings = cls(**overrides)
+        else:
+            # A prefix no variable has keeps the process environment out of it.
+            settings = cls(_env_prefix=_NO_SUCH_PREFIX, **{**_values_from(cls, env), **overrides})
     except ValidationError as exc:
         raise _first_error(cls, exc) from None
     if isinstance(settings, PublisherSettings) and (
@@ -295,6 +327,20 @@ def _check_against_broker_limits(settings: ConsumerSettings) -> None:
             f" minus {CONSUMER_TIMEOUT_MARGIN_SECONDS:.0f} s: the broker would cancel the "
             "consumer and redeliver the batch",
         )
+
+
+_NO_SUCH_PREFIX = "AGENTS_SETTINGS_FROM_MAPPING_ONLY_"
+
+
+def _values_from(cls: type[CommonSettings], env: Mapping[str, str]) -> dict[str, str]:
+    lowered = {key.lower(): value for key, value in env.items()}
+    values = {}
+    for name, field in cls.model_fields.items():
+        key = field.alias or name
+        value = lowered.get(key.lower())
+        if value:  # env_ignore_empty, as for the process environment
+            values[key] = value
+    return values
 
 
 def _first_error(cls: type[CommonSettings], exc: ValidationError) -> SettingsError:
@@ -338,6 +384,7 @@ __all__ = [
     "BrokerSettings",
     "CommonSettings",
     "ConsumerSettings",
+    "FleetSettings",
     "MonitorSettings",
     "PublisherSettings",
     "QueueType",

@@ -8,10 +8,13 @@ added later cannot escape the scenario.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
 import typing
+import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -19,7 +22,8 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
 from agents.cli import main
-from agents.core.settings import SETTINGS_BY_TYPE
+from agents.core.settings import SETTINGS_BY_TYPE, FleetSettings
+from tests.conftest import management
 
 pytestmark = pytest.mark.faults
 
@@ -28,11 +32,9 @@ ANY_TEXT = {
     "ANTHROPIC_API_KEY": "a secret: any string can be a key; the API judges it",
     "RABBITMQ_PASS": "a secret: any string can be a password",
     "INFLUXDB_TOKEN": "a secret: any string can be a token",
-    "CLAUDE_MODEL": "model ids change; an unknown id is reported (price unknown) at start-up",
     "CASSETTES_DIR": "a path",
     "METRICS_FILE": "a path",
     "RABBITMQ_VHOST": "any vhost name (the broker refuses unknown ones, logged per attempt)",
-    "RABBITMQ_HOST": "a host name; unreachable hosts are retried and logged",
     "RABBITMQ_USER": "a user name",
     "INFLUXDB_ORG": "any org name",
     "INFLUXDB_BUCKET": "any bucket name",
@@ -80,11 +82,15 @@ def bad_values(name: str, field: FieldInfo) -> list[str]:
     if any(patterns):
         return ["Bad_ID", "1starts-with-digit", "a" * 70]
     if name == "influxdb_url":
-        return ["ftp://influxdb:8086", "influxdb:8086", "http://"]
+        return ["ftp://influxdb:8086", "influxdb:8086", "http://", "http://influx db:8086"]
     if name == "consumer_queues":
         return ["books", "fictional,poetry", ","]
     if name == "anthropic_base_url":
-        return ["not a url", "localhost:8080"]
+        return ["not a url", "localhost:8080", "http://proxy host:8080"]
+    if name == "claude_model":  # any id may be valid one day; a blank one never is
+        return ["   ", "claude haiku"]
+    if name == "rabbitmq_host":
+        return ["   ", "rabbit host"]
     return values
 
 
@@ -181,3 +187,157 @@ def test_real_process_exit_code(command: list[str], var: str, bad: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.returncode, result.stderr[-500:])
     assert len(lines) == 1 and var in lines[0], lines
+
+
+def one_line_failure(
+    command: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> tuple[int, str]:
+    """Run `agents <command>` as a process: (exit code, its one stderr line). Asserts one line,
+    no traceback and nothing on stdout (no child started, nothing logged)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "agents", *command],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert result.stdout == ""
+    return result.returncode, lines[0]
+
+
+@pytest.mark.parametrize("command", [["run", "--duration", "5"], ["consumer"]])
+@pytest.mark.parametrize("where", ["a-directory", "under-dev-null"])
+def test_an_unusable_metrics_file_is_exit_2_naming_it(
+    tmp_path: Path, command: list[str], where: str
+) -> None:
+    path = str(tmp_path) if where == "a-directory" else "/dev/null/metrics.lp"
+    env = {"METRICS_FILE": path, "DRY_RUN": "true", "RABBITMQ_HOST": "127.0.0.1"}
+    code, line = one_line_failure(command, env, tmp_path)
+    assert code == 2
+    assert "METRICS_FILE" in line and path in line
+    assert "Is a directory" in line if where == "a-directory" else "not a directory" in line
+
+
+@pytest.mark.parametrize("command", [["run", "--duration", "5"], ["consumer"]])
+@pytest.mark.parametrize(
+    "content",
+    ["interactions: [\n  - {{{ not yaml", "just a string\n", "interactions: 7\n"],
+    ids=["not-yaml", "not-a-mapping", "wrong-shape"],
+)
+def test_a_malformed_cassette_is_exit_2_naming_the_file(
+    tmp_path: Path, command: list[str], content: str
+) -> None:
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    for kind in ("publisher", "consumer", "monitor"):
+        (cassettes / f"{kind}.yaml").write_text(content)
+    env = {
+        "CASSETTES_DIR": str(cassettes),
+        "METRICS_FILE": str(tmp_path / "m.lp"),
+        "RABBITMQ_HOST": "127.0.0.1",
+    }
+    code, line = one_line_failure(command, env, tmp_path)
+    assert code == 2
+    assert "CASSETTES_DIR" in line and "consumer.yaml" in line and "DRY_RUN=true" in line
+
+
+def rabbit_env(**extra: str) -> dict[str, str]:
+    return {
+        "RABBITMQ_HOST": os.environ.get("RABBITMQ_HOST", "127.0.0.1"),
+        "DRY_RUN": "true",
+        **extra,
+    }
+
+
+@pytest.mark.rabbitmq
+def test_agents_run_tells_a_wrong_password_from_a_missing_vhost_from_no_broker(
+    tmp_path: Path,
+) -> None:
+    password = "not-the-password-4711"
+    metrics = str(tmp_path / "m.lp")
+    code, auth = one_line_failure(
+        ["run", "--duration", "5"],
+        rabbit_env(RABBITMQ_PASS=password, METRICS_FILE=metrics),
+        tmp_path,
+    )
+    assert code == 1
+    assert "refused authentication for user 'guest'" in auth
+    assert "check RABBITMQ_USER and RABBITMQ_PASS" in auth
+    assert "For details see the broker logfile." in auth, "the detail is never cut mid-word"
+    assert password not in auth
+
+    vhost = f"missing-{uuid.uuid4().hex[:8]}"
+    code, missing = one_line_failure(
+        ["run", "--duration", "5"], rabbit_env(RABBITMQ_VHOST=vhost, METRICS_FILE=metrics), tmp_path
+    )
+    assert code == 1
+    assert f"has no vhost '{vhost}'" in missing
+    assert f"vhost {vhost} not found" in missing
+    assert f"rabbitmqctl add_vhost {vhost}" in missing
+
+    code, unreachable = one_line_failure(
+        ["run", "--duration", "5"],
+        rabbit_env(RABBITMQ_PORT="1", METRICS_FILE=metrics),
+        tmp_path,
+    )
+    assert code == 1
+    assert "is not reachable" in unreachable and "rabbitmq-server -detached" in unreachable
+    fixes = {"RABBITMQ_PASS": auth, "add_vhost": missing, "rabbitmq-server": unreachable}
+    for fix, line in fixes.items():  # each line carries its own fix and only its own
+        others = [other for other in fixes.values() if other is not line]
+        assert all(fix not in other for other in others), fix
+
+
+@pytest.mark.rabbitmq
+def test_a_user_without_access_to_the_vhost_is_told_how_to_grant_it(tmp_path: Path) -> None:
+    user = f"noaccess-{uuid.uuid4().hex[:8]}"
+    management("PUT", f"/api/users/{user}", {"password": "noaccess-pass", "tags": ""})
+    try:
+        code, line = one_line_failure(
+            ["run", "--duration", "5"],
+            rabbit_env(
+                RABBITMQ_USER=user,
+                RABBITMQ_PASS="noaccess-pass",
+                METRICS_FILE=str(tmp_path / "m.lp"),
+            ),
+            tmp_path,
+        )
+    finally:
+        management("DELETE", f"/api/users/{user}")
+    assert code == 1
+    assert f"denied user '{user}' access to vhost '/'" in line
+    assert "rabbitmqctl set_permissions" in line
+    assert "noaccess-pass" not in line
+
+
+FLEET_CASES = [
+    pytest.param(variable(name, info), bad, id=f"run-{variable(name, info)}={bad[:20]}")
+    for name, info in FleetSettings.model_fields.items()
+    if name.startswith("fleet_")
+    for bad in bad_values(name, info)
+]
+
+
+@pytest.mark.parametrize(("var", "bad"), FLEET_CASES)
+def test_a_bad_fleet_setting_exits_2_before_anything_starts(
+    var: str, bad: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _clean_env(monkeypatch)
+    monkeypatch.setenv("RABBITMQ_PORT", "1")
+    monkeypatch.setenv(var, bad)
+    assert main(["run", "--duration", "1"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert var in line
+    assert captured.out == ""
+
+
+def test_every_fleet_variable_is_covered() -> None:
+    fleet_fields = [name for name in FleetSettings.model_fields if name.startswith("fleet_")]
+    assert len(fleet_fields) == 4
+    assert {case.values[0] for case in FLEET_CASES} == {name.upper() for name in fleet_fields}

@@ -3,11 +3,14 @@ agents as processes on a test vhost, faults injected, every confirmed message ac
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.fleetproc import fleet_process
 
 from .conftest import FaultReport
 from .toolkit.fake_anthropic import FakeAnthropic
@@ -112,3 +115,56 @@ def test_consumer_sigkill_mid_batch(
     survivor = outcome.fleet.procs["consumer-2"]
     assert survivor.messages("Message consumed")
     assert outcome.exit_codes["consumer-2"] == 0
+
+
+def test_a_killed_agent_is_restarted_and_one_restart_too_many_stops_the_fleet(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`agents run` supervises: SIGKILL consumer-1 and it is back after its backoff, with a
+    WARNING and an `errors` point (kind=agent_restarted); kill it again with
+    FLEET_MAX_RESTARTS=1 and the fleet stops, exit 1, saying which agent and why."""
+    metrics = tmp_path / "metrics.lp"
+    env = {
+        "FLEET_MAX_RESTARTS": "1",
+        "FLEET_RESTART_BACKOFF_SECONDS": "0.5",
+        "METRICS_FILE": str(metrics),
+    }
+    with fleet_process(env, tmp_path) as fleet:
+        fleet.wait_for(lambda: len(fleet.starting()) == 5, 180, "all five agents started")
+        first = fleet.pids()["consumer-1"]
+        os.kill(first, signal.SIGKILL)
+        [restarted] = fleet.wait_for(
+            lambda: fleet.messages("Agent restarted"), 60, "consumer-1 restarted"
+        )
+        assert restarted["level"] == "WARNING"
+        context = restarted["context"]
+        assert context["agent"] == "consumer-1"
+        assert context["exit_code"] == -signal.SIGKILL
+        assert context["restart_count"] == 1
+        assert context["pid"] != first
+        fleet.wait_for(
+            lambda: len([s for s in fleet.starting() if s["agent_id"] == "consumer-1"]) == 2,
+            180,
+            "the new consumer-1 started",
+        )
+        os.kill(context["pid"], signal.SIGKILL)
+        code = fleet.wait_exit(60)
+    assert code == 1
+    [line] = fleet.stderr.strip().splitlines()
+    assert "consumer-1" in line and "FLEET_MAX_RESTARTS=1" in line
+    assert "Traceback" not in fleet.stderr
+    [gave_up] = fleet.messages("Agent keeps failing; stopping the fleet")
+    assert gave_up["level"] == "ERROR" and gave_up["context"]["agent"] == "consumer-1"
+    [stopped] = fleet.messages("Fleet stopped")
+    assert stopped["context"]["restarts"] == {"consumer-1": 1}
+    codes = stopped["context"]["exit_codes"]
+    assert codes.pop("consumer-1") == -signal.SIGKILL
+    assert set(codes.values()) == {0}, "the others stopped cleanly"
+    restart_points = [
+        line
+        for line in metrics.read_text().splitlines()
+        if line.startswith("errors,") and "kind=agent_restarted" in line
+    ]
+    assert len(restart_points) == 1
+    assert "agent_id=consumer-1" in restart_points[0]
+    assert "agent_type=consumer" in restart_points[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,12 +15,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
+from agents.core.broker import (
+    ANOMALY_QUEUE,
+    DEAD_LETTER_QUEUE,
+    QUEUES,
+    connection_parameters,
+    declare_topology,
+)
 from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
 from tests.conftest import drain_queue, management
+from tests.fleetproc import fleet_process
+from tests.integration.test_shutdown_agent import BlackHole
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40
@@ -46,6 +56,120 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def queue_depths(settings: BrokerSettings) -> dict[str, int]:
+    """Messages in each main queue, read from outside the fleet (passive declare)."""
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        return {q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES}
+    finally:
+        connection.close()
+
+
+@pytest.mark.rabbitmq
+def test_a_bad_setting_stops_the_fleet_before_any_agent_starts(
+    rabbit_env: dict[str, str], tmp_path: Path
+) -> None:
+    """PREFETCH_COUNT=0 is a consumer setting: the fleet used to start anyway, the consumers
+    died with 2 and the publishers filled queues nobody drained. Now no child starts at all."""
+    settings = load_settings(BrokerSettings)
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    declare_topology(connection.channel())  # so "nothing published" is a depth of 0, not a 404
+    connection.close()
+    env = {
+        **os.environ,
+        **FAST,
+        "PREFETCH_COUNT": "0",
+        "METRICS_FILE": str(tmp_path / "m.lp"),
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "agents", "run", "--duration", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-1000:]
+    assert result.stdout == "", "no child was started, so nothing was logged"
+    [line] = result.stderr.strip().splitlines()
+    assert "PREFETCH_COUNT" in line and "consumer-1" in line
+    assert took < 20, "exited at once, not after --duration"
+    assert queue_depths(settings) == {q: 0 for q in QUEUES}
+    published = (management("GET", f"/api/vhosts/{settings.rabbitmq_vhost}") or {}).get(
+        "message_stats", {}
+    )
+    assert published.get("publish", 0) == 0
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "signum", "influx"),
+    [
+        ("group", signal.SIGINT, ""),
+        ("fleet", signal.SIGINT, ""),
+        ("fleet", signal.SIGTERM, "black-hole"),
+    ],
+    ids=[
+        "ctrl-c-to-the-process-group",
+        "sigint-to-the-fleet-alone",
+        "sigterm-to-the-fleet-alone-influxdb-black-holed",
+    ],
+)
+def test_a_stop_signal_exits_0_whoever_delivers_it(
+    rabbit_env: dict[str, str],
+    tmp_path: Path,
+    target: str,
+    signum: signal.Signals,
+    influx: str,
+) -> None:
+    """Ctrl-C in a terminal signals the whole process group: the children get SIGINT at the same
+    moment as the fleet, which then SIGTERMs them too. Every agent still stops cleanly, and so
+    the fleet exits 0, as it does when only the fleet gets the signal, and promptly even when
+    InfluxDB accepts connections and never answers."""
+    env = {**FAST, "METRICS_FILE": str(tmp_path / "m.lp")}
+    hole = BlackHole() if influx else None
+    if hole:
+        env["INFLUXDB_URL"] = f"http://127.0.0.1:{hole.port}"
+    try:
+        with fleet_process(env, tmp_path) as fleet:
+            fleet.wait_for(lambda: len(fleet.starting()) == 5, 120, "all five agents started")
+            fleet.wait_for(lambda: fleet.messages("Message consumed"), 60, "traffic")
+            started = time.monotonic()
+            if target == "group":
+                os.killpg(fleet.process.pid, signum)
+            else:
+                fleet.process.send_signal(signum)
+            code = fleet.wait_exit(60)
+            took = time.monotonic() - started
+    finally:
+        if hole:
+            hole.close()
+    print(f"{target} {signum.name} influx={influx or 'file'}: signal to exit {took:.2f} s")
+    assert code == 0, fleet.stderr[-2000:]
+    assert "Traceback" not in fleet.stderr
+    assert fleet.stderr.strip() == ""
+    [stopped] = fleet.messages("Fleet stopped")
+    assert set(stopped["context"]["exit_codes"].values()) == {0}
+    agents_stopped = fleet.messages("Agent stopped")
+    assert len(agents_stopped) == 5
+    assert {line["context"]["exit_code"] for line in agents_stopped} == {0}
+    # The group signal reaches every child directly; otherwise the fleet forwards SIGTERM.
+    expected = signum.name if target == "group" else "SIGTERM"
+    assert {line["context"]["reason"] for line in agents_stopped} == {expected}
+    assert fleet.messages("Fleet stopping")[0]["context"]["reason"] == signum.name
+    if influx:
+        # Publishers, then consumers, each group within the agents' own 10 s (that bound per
+        # agent is test_shutdown_agent's); the fleet never waits on the dead InfluxDB.
+        assert took < 20
+        # Nothing reached InfluxDB: each agent counts what it dropped in its last line.
+        dropped = [line["context"]["metrics_points_dropped"] for line in agents_stopped]
+        assert sum(dropped) > 0, dropped
 
 
 def test_unreachable_rabbitmq_is_one_line_with_how_to_start_one(tmp_path: Path) -> None:

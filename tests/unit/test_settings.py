@@ -8,6 +8,7 @@ import pytest
 
 from agents.core.settings import (
     ConsumerSettings,
+    FleetSettings,
     MonitorSettings,
     PublisherSettings,
     SettingsError,
@@ -123,3 +124,70 @@ def test_secrets_are_listed_for_redaction(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("INFLUXDB_TOKEN", "tok-123")
     monkeypatch.setenv("RABBITMQ_PASS", "pw-456")
     assert set(load_settings(PublisherSettings).secrets()) == {"tok-123", "pw-456"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CLAUDE_MODEL", "   "),
+        ("CLAUDE_MODEL", "claude haiku 5"),
+        ("ANTHROPIC_BASE_URL", "http://proxy host:8080"),
+        ("ANTHROPIC_BASE_URL", "https://proxy.example/v1 beta"),
+        ("INFLUXDB_URL", "http://influx db:8086"),
+        ("RABBITMQ_HOST", " "),
+        ("RABBITMQ_HOST", "rabbit host"),
+    ],
+)
+def test_values_the_type_accepts_but_that_can_never_work_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(ConsumerSettings)
+    assert caught.value.variable == variable
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CLAUDE_MODEL", "claude-haiku-5-5"),
+        ("ANTHROPIC_BASE_URL", "http://127.0.0.1:8080"),
+        ("ANTHROPIC_BASE_URL", "https://proxy.example/anthropic/v1"),
+        ("RABBITMQ_HOST", "rabbitmq.internal"),
+    ],
+)
+def test_ordinary_values_still_pass(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    settings = load_settings(ConsumerSettings)
+    assert getattr(settings, variable.lower()) == value
+
+
+def test_settings_can_be_read_from_a_mapping_instead_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the fleet uses to validate each child's environment before starting any."""
+    monkeypatch.setenv("PREFETCH_COUNT", "0")  # the process environment is not read
+    settings = load_settings(
+        ConsumerSettings, env={"prefetch_count": "7", "CONSUMER_ID": "consumer-9", "BATCH_SIZE": ""}
+    )
+    assert (settings.prefetch_count, settings.consumer_id, settings.batch_size) == (
+        7,
+        "consumer-9",
+        10,
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(ConsumerSettings, env={"PREFETCH_COUNT": "0"})
+    assert caught.value.variable == "PREFETCH_COUNT"
+    assert load_settings(MonitorSettings, env={"AGENT_ID": "monitor-2"}).agent_id == "monitor-2"
+
+
+def test_fleet_restart_policy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings(FleetSettings)
+    assert (defaults.fleet_max_restarts, defaults.fleet_restart_window_seconds) == (5, 300.0)
+    monkeypatch.setenv("FLEET_RESTART_WINDOW_SECONDS", "0")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(FleetSettings)
+    assert caught.value.variable == "FLEET_RESTART_WINDOW_SECONDS"
