@@ -13,8 +13,9 @@ publisher confirms with consumed lines and the anomaly / dead-letter queues.
 - hostile_messages:             garbage and good messages mixed; every one accounted for.
 - bad_settings:                 `agents run` with PREFETCH_COUNT=0 exits 2 before publishing.
 
-Each takes up to a minute or more on this machine, so they run in `nox -s faults`
-(--run-long-faults); the default tier has the in-process model (test_consumer_model.py).
+All but bad_settings take up to a minute or more on this machine, so they run in `nox -s faults`
+(--run-long-faults); the default tier has bad_settings and the in-process model
+(test_consumer_model.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agents.core.broker import declare_topology
 
 from .conftest import FaultReport
 from .toolkit.fake_anthropic import FakeAnthropic
@@ -275,12 +278,12 @@ def test_hostile_messages_accounted_for(
     assert not ledger.repeats_within_lifetime
 
 
-@pytest.mark.long_fault  # passes only with the fleet's validate-before-start (branch fleet)
 def test_bad_settings_stop_the_fleet_before_anything_is_published(
     vhost: str, tmp_path: Path, inspector: QueueInspector, fault_report: FaultReport
 ) -> None:
     """`agents run` with PREFETCH_COUNT=0: exit 2 at once naming the variable, and no publisher
     ever starts (today's defect: consumers die with 2, publishers fill queues nobody drains)."""
+    declare_topology(inspector.channel())  # the broker is set up; the fleet is misconfigured
     env: Mapping[str, str] = {**agent_env(vhost, tmp_path), "PREFETCH_COUNT": "0"}
     env = {k: v for k, v in env.items() if k != "METRICS_FILE"} | {
         "METRICS_FILE": str(tmp_path / "metrics.lp")
