@@ -151,7 +151,6 @@ class Consumer:
         self._deferred_duplicates: list[tuple[Delivery, str]] = []
         self._commit_every = settings.commit_every_messages
         self._commit_s = settings.commit_interval_ms / 1000.0
-        self._last_commit = clock.monotonic()
         self._arrivals = 0  # deliveries handed to `handle`, to see whether a pump brought any
         self.stats = ConsumerStats()
         self._depths: dict[str, int] = {}

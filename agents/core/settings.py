@@ -211,7 +211,7 @@ class ConsumerSettings(CommonSettings):
     ai_call_interval_seconds: float = Field(30.0, ge=1, le=86_400)
     ai_sampling_seed: int | None = None
     consumer_queues: str = ",".join(QUEUES)
-    prefetch_count: int = Field(50, ge=1, le=10_000)
+    prefetch_count: int = Field(150, ge=1, le=10_000)  # benchmarks/prefetch_choice.py
     batch_size: int = Field(10, ge=1, le=1000)
     batch_max_wait_seconds: float = Field(5.0, gt=0, le=3600)
     processing_time_ms: float = Field(0.0, ge=0, le=60_000)

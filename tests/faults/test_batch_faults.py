@@ -12,6 +12,10 @@ publisher confirms with consumed lines and the anomaly / dead-letter queues.
 - flag_under_connection_loss:   every sampled message flagged while the connection drops 3 times.
 - hostile_messages:             garbage and good messages mixed; every one accounted for.
 - bad_settings:                 `agents run` with PREFETCH_COUNT=0 exits 2 before publishing.
+
+All but bad_settings take up to a minute or more on this machine, so they run in `nox -s faults`
+(--run-long-faults); the default tier has bad_settings and the in-process model
+(test_consumer_model.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agents.core.broker import declare_topology
 
 from .conftest import FaultReport
 from .toolkit.fake_anthropic import FakeAnthropic
@@ -98,6 +104,7 @@ def hold_reconnect_then(
     return inject, facts
 
 
+@pytest.mark.long_fault
 @pytest.mark.parametrize(
     ("scenario", "stop", "work_ms"),
     [
@@ -149,6 +156,7 @@ def test_batch_held_across_a_reconnect_then_stopped(
         assert facts["exit"] == -signal.SIGKILL
 
 
+@pytest.mark.long_fault
 def test_flag_under_connection_loss(
     vhost: str, tmp_path: Path, inspector: QueueInspector, fault_report: FaultReport
 ) -> None:
@@ -225,6 +233,7 @@ def good_body(genre: str) -> tuple[str, bytes]:
     return message_id, json.dumps(book).encode()
 
 
+@pytest.mark.long_fault
 def test_hostile_messages_accounted_for(
     vhost: str, tmp_path: Path, inspector: QueueInspector, fault_report: FaultReport
 ) -> None:
@@ -274,6 +283,7 @@ def test_bad_settings_stop_the_fleet_before_anything_is_published(
 ) -> None:
     """`agents run` with PREFETCH_COUNT=0: exit 2 at once naming the variable, and no publisher
     ever starts (today's defect: consumers die with 2, publishers fill queues nobody drains)."""
+    declare_topology(inspector.channel())  # the broker is set up; the fleet is misconfigured
     env: Mapping[str, str] = {**agent_env(vhost, tmp_path), "PREFETCH_COUNT": "0"}
     env = {k: v for k, v in env.items() if k != "METRICS_FILE"} | {
         "METRICS_FILE": str(tmp_path / "metrics.lp")

@@ -470,4 +470,4 @@ def test_consumer_model_bounded(rabbit: None) -> None:
 
 @pytest.mark.long_fault
 def test_consumer_model_long(rabbit: None) -> None:
-    _run(max_examples=150, steps=50)
+    _run(max_examples=40, steps=40)

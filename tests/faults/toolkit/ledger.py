@@ -10,6 +10,7 @@ one process lifetime: within it, a message id must never be consumed twice.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +85,15 @@ class Ledger:
         return self
 
     def read_queues(self, inspector: QueueInspector) -> Ledger:
-        """Drain the anomaly and dead-letter queues, and note anything left in the main ones."""
+        """Drain the anomaly and dead-letter queues, and note anything left in the main ones.
+
+        First wait (bounded) until no consumer is attached to the main queues: the broker
+        returns a stopped consumer's unacked messages as it handles the closed connection, a
+        moment after the process exited, and draining before that would miss them.
+        """
+        deadline = time.monotonic() + 15
+        while any(inspector.consumers(q) for q in MAIN_QUEUES) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for raw in inspector.drain(ANOMALY_QUEUE):
             self.flagged[_id_of(raw)] += 1
         for raw in inspector.drain(DEAD_LETTER_QUEUE):
