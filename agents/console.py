@@ -57,6 +57,7 @@ class Tally:
     cost_usd: float = 0.0
     spend: deque[tuple[float, float]] = field(default_factory=deque)  # (when, usd)
     cap_10min_per_agent: float | None = None
+    fleet_cap_10min_usd: float | None = None
     cap_hour_per_agent: float | None = None
     model: str | None = None
     modes: dict[str, str] = field(default_factory=dict)  # agent -> mode
@@ -96,6 +97,8 @@ class Tally:
             self.model = self.model or context.get("model")
             self.cap_10min_per_agent = _float(context.get("max_cost_per_10min_usd"))
             self.cap_hour_per_agent = _float(context.get("max_cost_per_hour_usd"))
+            # The caps the shared ledger enforces for every agent together (FLEET_MAX_COST_*).
+            self.fleet_cap_10min_usd = _float(context.get("fleet_max_cost_per_10min_usd"))
         elif message in ("Queues drained", "Drain timed out"):
             self.left_in_queues = {k: _int(v) for k, v in context.get("queue_depths", {}).items()}
         elif message == "Fleet stopped":
@@ -123,9 +126,7 @@ class Tally:
         return sum(usd for _, usd in self.spend)
 
     def fleet_cap_10min(self) -> float | None:
-        if self.cap_10min_per_agent is None:
-            return None
-        return self.cap_10min_per_agent * FLEET_SIZE
+        return self.fleet_cap_10min_usd
 
 
 def _int(value: object) -> int:
@@ -361,11 +362,17 @@ class HumanView:
         line.append(f" ({context.get('why', '')})")
         cap10 = _float(context.get("max_cost_per_10min_usd"))
         caph = _float(context.get("max_cost_per_hour_usd"))
+        fleet10 = _float(context.get("fleet_max_cost_per_10min_usd"))
+        fleeth = _float(context.get("fleet_max_cost_per_hour_usd"))
         line.append(f"\nmodel {context.get('model')}", style="dim")
         if cap10 is not None and caph is not None:
+            fleet = (
+                f" (fleet ${fleet10:.2f} / ${fleeth:.2f})"
+                if fleet10 is not None and fleeth is not None
+                else ""
+            )
             line.append(
-                f"; spend caps per agent ${cap10:.2f}/10 min, ${caph:.2f}/hour "
-                f"(fleet ${cap10 * FLEET_SIZE:.2f} / ${caph * FLEET_SIZE:.2f})",
+                f"; spend caps per agent ${cap10:.2f}/10 min, ${caph:.2f}/hour{fleet}",
                 style="dim",
             )
         if mode != "live":

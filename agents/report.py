@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from agents.core.settings import CommonSettings
 
 BUCKET_S = 5.0
-FLEET_SIZE = 5
 ACTION_COLOURS = {
     "continue": "#2ca02c",
     "slow_down": "#ff7f0e",
@@ -320,10 +319,8 @@ def main(settings: CommonSettings, args: argparse.Namespace) -> int:
     if not metrics_file.is_file():
         print(f"agents report: no metrics file at {metrics_file}; run `agents run` first")
         return 1
-    caps = (
-        settings.max_cost_per_10min_usd * FLEET_SIZE,
-        settings.max_cost_per_hour_usd * FLEET_SIZE,
-    )
+    # The caps the shared spend ledger enforces for every agent together.
+    caps = (settings.fleet_max_cost_per_10min_usd, settings.fleet_max_cost_per_hour_usd)
     log_file = Path(args.log_file) if args.log_file else None
     try:
         png, page_path, data = render(metrics_file, Path(args.out), caps, since, log_file)

@@ -172,6 +172,9 @@ def test_spend_is_summed_over_the_last_ten_minutes_against_the_fleet_cap() -> No
             "model": "m",
             "max_cost_per_10min_usd": 0.02,
             "max_cost_per_hour_usd": 0.09,
+            # The ledger's fleet cap, deliberately not 5 x the per-agent cap.
+            "fleet_max_cost_per_10min_usd": 0.07,
+            "fleet_max_cost_per_hour_usd": 0.3,
         },
     }
     tally.add(mode, 0.0)
@@ -186,7 +189,7 @@ def test_spend_is_summed_over_the_last_ten_minutes_against_the_fleet_cap() -> No
             at,
         )
     assert round(tally.spend_10min(650.0), 6) == 0.005
-    assert tally.fleet_cap_10min() == 0.1
+    assert tally.fleet_cap_10min() == 0.07
     assert tally.calls == 3 and round(tally.cost_usd, 6) == 0.015
 
 
