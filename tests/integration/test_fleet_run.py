@@ -164,9 +164,15 @@ def test_a_stop_signal_exits_0_whoever_delivers_it(
     agents_stopped = fleet.messages("Agent stopped")
     assert len(agents_stopped) == 5
     assert {line["context"]["exit_code"] for line in agents_stopped} == {0}
-    # The group signal reaches every child directly; otherwise the fleet forwards SIGTERM.
-    expected = signum.name if target == "group" else "SIGTERM"
-    assert {line["context"]["reason"] for line in agents_stopped} == {expected}
+    reasons = {line["context"]["reason"] for line in agents_stopped}
+    if target == "group":
+        # The group signal reaches every child directly, and the fleet forwards SIGTERM as it
+        # stops each group: a child busy in C code when both are pending may record either
+        # (seen once in a clean-clone CI run). Both are ordinary stops; exit 0 is the promise.
+        assert reasons and reasons <= {"SIGINT", "SIGTERM"}
+    else:
+        # Only the fleet got the signal: every child stopped on the SIGTERM it forwarded.
+        assert reasons == {"SIGTERM"}
     assert fleet.messages("Fleet stopping")[0]["context"]["reason"] == signum.name
     if influx:
         # Publishers, then consumers, each group within the agents' own 10 s (that bound per
