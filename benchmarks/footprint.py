@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import REPO, agent_env
+from benchmarks.load import REPO, agent_env, stop_processes
 
 TYPES = ("publisher", "consumer", "monitor")
 MODES = ("dry-run", "replay", "live")
@@ -125,12 +125,7 @@ def measure(
             time.sleep(settle)
             rss = psutil.Process(proc.pid).memory_info().rss / 2**20
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_processes([proc], timeout=20)
     started_line: dict[str, Any] = next(
         (
             json.loads(line)

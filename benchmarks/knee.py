@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import rabbit, stats
-from benchmarks.load import QUEUES, REPO, DepthSampler, _wait_drained
+from benchmarks.load import QUEUES, REPO, DepthSampler, _wait_drained, stop_processes
 
 
 class LogTail:
@@ -86,13 +86,7 @@ def raw_consumers(vhost: str, workdir: Path, prefetch: int, count: int = 2) -> I
             proc.stdout.readline()  # "consuming": registered on both queues
         yield [psutil.Process(p.pid) for p in procs]
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def read_sent(paths: Sequence[Path]) -> dict[str, float]:

@@ -183,14 +183,20 @@ def consumer_agents(vhost: str, workdir: Path, count: int = 2) -> Iterator[list[
         warm_up(vhost, [workdir / f"consumer-{i}.log" for i in range(1, count + 1)])
         yield [psutil.Process(p.pid) for p in procs]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout: float = 15.0) -> None:
+    """SIGTERM every process still running, then wait; whatever outlives `timeout` is killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def consumed_lines(paths: Sequence[Path]) -> int:

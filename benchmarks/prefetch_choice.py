@@ -30,7 +30,7 @@ import pika
 from agents.core.broker import declare_topology
 from benchmarks import rabbit
 from benchmarks.baselines import make_bodies
-from benchmarks.load import REPO, agent_env
+from benchmarks.load import REPO, agent_env, stop_processes
 
 QUEUES = ("fictional", "non-fictional")
 RESULTS = REPO / "benchmarks" / "results" / "prefetch.json"
@@ -88,12 +88,7 @@ def drain_once(vhost: str, workdir: Path, prefetch: int, count: int, timeout: fl
             connection.sleep(0.005)
         last = time.perf_counter()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([proc], timeout=20)
         connection.close()
     rabbit.purge(vhost, QUEUES)
     return count / (last - first)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pika
 
 from benchmarks import rabbit
-from benchmarks.load import REPO, agent_env
+from benchmarks.load import REPO, agent_env, stop_processes
 
 QUEUES = ("fictional", "non-fictional")
 
@@ -86,12 +86,7 @@ def drain_rate(
         if first is None or last is None:
             raise TimeoutError(f"{kind} consumer did not drain {count} messages in {timeout}s")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([proc], timeout=20)
         connection.close()
     # What it held unacked when the process stopped went back to the queue: empty it.
     rabbit.purge(vhost, QUEUES)
