@@ -49,7 +49,8 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _setup_rabbitmq(args: argparse.Namespace) -> int:
-    from agents.core.broker import BrokerError, setup_topology
+    from agents.core.broker import setup_topology
+    from agents.ports import BrokerError
 
     settings = load("broker")
     try:

@@ -474,7 +474,8 @@ class DepthProbe:
         import pika
         import pika.exceptions
 
-        from agents.core.broker import QUEUES, connection_parameters
+        from agents.core.broker import connection_parameters
+        from agents.vocab import QUEUES
 
         try:
             if self._connection is None or not self._connection.is_open:

@@ -24,18 +24,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from agents.core.broker import ANOMALY_QUEUE, BrokerError
 from agents.core.logs import Level
 from agents.core.metrics import ANOMALY, CONSUME, Metrics
 from agents.messages import BookMessage, InvalidMessage, parse_book
+from agents.ports import BrokerError
 from agents.runtime import SHUTDOWN_BUDGET_SECONDS, Interrupted, StopFlag, Wiring, run_agent
+from agents.vocab import ANOMALY_QUEUE
 
 if TYPE_CHECKING:
     from agents.core.ai import DecisionEngine
-    from agents.core.broker import Broker, Delivery
-    from agents.core.clock import Clock
     from agents.core.logs import JsonLogger
     from agents.core.settings import ConsumerSettings
+    from agents.ports import Broker, Clock, Delivery
 
 DEPTH_MAX_AGE_SECONDS = 5.0
 RECENT_IDS = 20_000

@@ -31,8 +31,8 @@ from agents.runtime import StopFlag, install_signal_handlers, preflight
 from agents.supervisor import RestartPolicy, Supervisor
 
 if TYPE_CHECKING:
-    from agents.core.metrics import MetricsSink
     from agents.core.settings import CommonSettings, FleetSettings
+    from agents.ports import MetricsSink
 
 GRACE_SECONDS = 12.0  # a child's own budget is 10 s
 DRAIN_SECONDS = 5.0
@@ -103,7 +103,8 @@ def rabbit_unreachable(settings: CommonSettings) -> str | None:
     import pika
     import pika.exceptions
 
-    from agents.core.broker import TopologyError, connection_parameters, declare_topology
+    from agents.core.broker import connection_parameters, declare_topology
+    from agents.ports import TopologyError
 
     where = f"{settings.rabbitmq_host}:{settings.rabbitmq_port}"
     user, vhost = settings.rabbitmq_user, settings.rabbitmq_vhost
@@ -324,7 +325,8 @@ def drain(
     import pika
     import pika.exceptions
 
-    from agents.core.broker import QUEUES, connection_parameters
+    from agents.core.broker import connection_parameters
+    from agents.vocab import QUEUES
 
     end = time.monotonic() + seconds
     try:

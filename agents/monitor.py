@@ -15,18 +15,17 @@ import time
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
-from agents.core.broker import BrokerError
 from agents.core.metrics import HEALTH, QUEUE_DEPTH, Metrics
-from agents.core.metrics_read import MetricsReader, MetricsReadError, reader_from_settings
+from agents.core.metrics_read import reader_from_settings
 from agents.messages import GENRES
+from agents.ports import BrokerError, MetricsReader, MetricsReadError
 from agents.runtime import Interrupted, StopFlag, Wiring, run_agent
 
 if TYPE_CHECKING:
     from agents.core.ai import DecisionEngine, MonitorAnalysis
-    from agents.core.broker import Broker
-    from agents.core.clock import Clock
     from agents.core.logs import JsonLogger
     from agents.core.settings import MonitorSettings
+    from agents.ports import Broker, Clock
 
 STATUS_CODES = {"healthy": 0, "warning": 1, "critical": 2}
 

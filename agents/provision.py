@@ -34,9 +34,10 @@ from typing import Any, Protocol
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agents.core.clock import Clock, SystemClock
+from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Logger, Redactor
 from agents.core.settings import SettingsError
+from agents.ports import Clock
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
@@ -266,7 +267,7 @@ def _message(body: Any) -> str:
 
 def agents_permission_pattern() -> str:
     """Exactly the broker topology's exchanges and queues, anchored: nothing else matches."""
-    from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, EXCHANGE, QUEUES
+    from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, EXCHANGE, QUEUES
 
     names = [EXCHANGE, DLX, *QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE]
     return "^(" + "|".join(re.escape(name) for name in dict.fromkeys(names)) + ")$"

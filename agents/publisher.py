@@ -15,18 +15,17 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from agents.core.broker import BrokerError
 from agents.core.metrics import PUBLISH, QUEUE_DEPTH, Metrics
-from agents.core.metrics_read import MetricsReader, MetricsReadError, reader_from_settings
+from agents.core.metrics_read import reader_from_settings
 from agents.messages import GENRES, Catalogue, Genre
+from agents.ports import BrokerError, MetricsReader, MetricsReadError
 from agents.runtime import Interrupted, StopFlag, Wiring, run_agent
 
 if TYPE_CHECKING:
     from agents.core.ai import DecisionEngine
-    from agents.core.broker import Broker
-    from agents.core.clock import Clock
     from agents.core.logs import JsonLogger
     from agents.core.settings import PublisherSettings
+    from agents.ports import Broker, Clock
 
 # The monitor samples every 10 s by default; older than this and the broker is asked instead.
 DEPTH_MAX_AGE_SECONDS = 60.0

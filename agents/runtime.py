@@ -18,15 +18,16 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from agents import early_signals
-from agents.core.clock import Clock, SystemClock
+from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Level, Redactor, describe_error
-from agents.core.metrics import Metrics, MetricsSink, sink_from_settings
+from agents.core.metrics import Metrics, sink_from_settings
 from agents.core.settings import SettingsError
+from agents.ports import Clock, MetricsSink
 
 if TYPE_CHECKING:
     from agents.core.ai import DecisionEngine
-    from agents.core.broker import Broker
     from agents.core.settings import CommonSettings
+    from agents.ports import Broker
 
 # SIGTERM to exit must fit inside the 10 s that `docker stop` and the fleet allow.
 SHUTDOWN_BUDGET_SECONDS = 8.0

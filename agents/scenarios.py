@@ -96,7 +96,7 @@ class Injector:
 
     def consumers_ready(self, stop: StopFlag) -> bool:
         """Wait until every book queue has a consumer, so injected traffic meets running agents."""
-        from agents.core.broker import QUEUES
+        from agents.vocab import QUEUES
 
         waited = 0.0
         while not stop.is_set() and waited < CONSUMERS_READY_TIMEOUT_S:
@@ -112,7 +112,7 @@ class Injector:
     def publish(self, queue: str, body: bytes, content_type: str = "application/json") -> None:
         import pika
 
-        from agents.core.broker import EXCHANGE
+        from agents.vocab import EXCHANGE
 
         self._channel.basic_publish(
             EXCHANGE,

@@ -21,8 +21,9 @@ from agents.core.ai import build_engine
 from agents.core.broker import RabbitBroker
 from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Level, Redactor
-from agents.core.metrics import FileSink, MemorySink, Metrics, MetricsSink
+from agents.core.metrics import FileSink, MemorySink, Metrics
 from agents.core.settings import CommonSettings, ConsumerSettings, PublisherSettings, load_settings
+from agents.ports import MetricsSink
 from benchmarks import rabbit
 
 

@@ -22,7 +22,7 @@ from agents.core.ai import build_engine
 from agents.core.ai.prices import price_for
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
-from agents.core.metrics import FileSink, MemorySink, MetricPoint, Metrics
+from agents.core.metrics import FileSink, MemorySink, Metrics
 from agents.core.metrics_read import reader_from_settings
 from agents.core.settings import (
     CommonSettings,
@@ -31,6 +31,7 @@ from agents.core.settings import (
     PublisherSettings,
     load_settings,
 )
+from agents.ports import MetricPoint
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_BUDGET_10MIN_USD = 0.10

@@ -29,26 +29,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from agents.core.clock import Clock, SystemClock
+from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Logger, Redactor, describe_error
 from agents.core.settings import CommonSettings, QueueType
-
-EXCHANGE = "books"
-QUEUES: tuple[str, ...] = ("fictional", "non-fictional")  # routing key == queue name
-DLX = "books.dlx"
-DEAD_LETTER_QUEUE = "books.dead-letter"
-ANOMALY_QUEUE = "books.anomalies"
-
-REJECT_REASON_HEADER = "x-reject-reason"
-ORIGINAL_QUEUE_HEADER = "x-original-queue"
-ORIGINAL_ROUTING_KEY_HEADER = "x-original-routing-key"
+from agents.ports import Broker, BrokerError, Clock, Delivery, Outcome, PublishError, TopologyError
+from agents.vocab import (
+    ANOMALY_QUEUE,
+    DEAD_LETTER_QUEUE,
+    DLX,
+    EXCHANGE,
+    ORIGINAL_QUEUE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    QUEUES,
+    REJECT_REASON_HEADER,
+)
 
 # pika's default heartbeat; an agent must call `process_events` at least this often (instead of
 # sleeping) or the broker drops the connection after two missed beats.
@@ -63,22 +64,6 @@ _PRECONDITION_FAILED = 406
 _TRANSIENT: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
 _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
-
-# "ack_multiple": ack this delivery and every unsettled one before it on its channel.
-Outcome = Literal["ack", "ack_multiple", "reject", "requeue"]
-
-
-class BrokerError(Exception):
-    """Connection or setup failure. Names host:port/vhost, never the password."""
-
-
-class PublishError(BrokerError):
-    """A publish was nacked, unroutable (mandatory), or the connection was lost while publishing."""
-
-
-class TopologyError(BrokerError):
-    """The broker holds an exchange or queue with different arguments: retrying cannot help."""
-
 
 # --------------------------------------------------------------------------------------------
 # Topology
@@ -272,108 +257,8 @@ def backoff_delay(failures: int, max_backoff: float) -> float:
 # Deliveries
 
 
-def _ignore_settle(delivery: Delivery, outcome: Outcome, reason: str | None) -> bool:
-    """Default for deliveries built without a broker (test doubles): settling records only."""
-    return True
-
-
-def _always_open() -> bool:
-    return True
-
-
-@dataclass
-class Delivery:
-    """One received message. Settle it exactly once with `ack`, `reject` or `requeue`.
-
-    Each settle method returns True only when the broker was told. False means the channel the
-    message arrived on is gone: the broker has taken the message back and will redeliver it (on
-    a new channel, with a new delivery tag). A caller must never log such a settle as done.
-    """
-
-    body: bytes
-    queue: str
-    routing_key: str
-    message_id: str | None
-    headers: dict[str, Any]
-    content_type: str | None
-    redelivered: bool
-    delivery_tag: int
-    timestamp: int | None = None  # seconds since the epoch, as set by the publisher
-    settler: Callable[[Delivery, Outcome, str | None], bool] = field(
-        default=_ignore_settle, repr=False, compare=False
-    )
-    # Whether the channel this delivery arrived on is still open (its tag still means anything).
-    channel_open: Callable[[], bool] = field(default=_always_open, repr=False, compare=False)
-    # Which consume channel it came on: delivery tags are per channel, so a cumulative ack
-    # must only ever cover tags of the same channel_id.
-    channel_id: int = 0
-    outcome: Outcome | None = None  # how it was settled; later calls are ignored
-    settled: bool = False  # True once the broker was told (the settle call returned True)
-
-    @property
-    def live(self) -> bool:
-        """True while this delivery is unsettled and its channel open (it can still be settled)."""
-        return self.outcome is None and self.channel_open()
-
-    def ack(self, *, multiple: bool = False) -> bool:
-        """Ack this delivery; with `multiple`, also every unsettled earlier one of its channel
-        (the caller marks those with `covered_by_ack`)."""
-        done = self._settle("ack_multiple" if multiple else "ack", None)
-        if self.outcome == "ack_multiple":
-            self.outcome = "ack"
-        return done
-
-    def covered_by_ack(self) -> None:
-        """Record that a cumulative ack of a later tag on the same channel settled this one."""
-        if self.outcome is None:
-            self.outcome = "ack"
-            self.settled = True
-
-    def reject(self, reason: str) -> bool:
-        """Dead-letter without requeueing; `reason` travels in the `x-reject-reason` header."""
-        return self._settle("reject", reason)
-
-    def requeue(self) -> bool:
-        return self._settle("requeue", None)
-
-    def _settle(self, outcome: Outcome, reason: str | None) -> bool:
-        # Settling a delivery tag twice is a protocol error that closes the whole channel, and a
-        # failed settle cannot be retried either (the tag died with its channel).
-        if self.outcome is not None:
-            return False
-        self.outcome = outcome
-        self.settled = bool(self.settler(self, outcome, reason))
-        return self.settled
-
-
 # --------------------------------------------------------------------------------------------
 # The broker
-
-
-class Broker(Protocol):
-    def connect(self) -> None: ...
-
-    def publish(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        exchange: str = EXCHANGE,
-        headers: dict[str, object] | None = None,
-    ) -> float: ...
-
-    def queue_depths(self, queues: Sequence[str] = QUEUES) -> dict[str, int]: ...
-
-    def consume(
-        self, queues: Sequence[str], on_message: Callable[[Delivery], None], prefetch: int
-    ) -> None: ...
-
-    def process_events(
-        self, time_limit: float, until: Callable[[], bool] | None = None
-    ) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Protocol
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes backwards (for intervals and windows)."""
-
-    def now(self) -> datetime:
-        """Wall-clock time, timezone-aware UTC (for timestamps)."""
-
-    def sleep(self, seconds: float) -> None:
-        """Block for `seconds` (a fake clock advances instead)."""
 
 
 class SystemClock:

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO, Any, Protocol
 
-from agents.core.clock import Clock, SystemClock
+from agents.core.clock import SystemClock
+from agents.ports import Clock
 
 REDACTED = "***"
 

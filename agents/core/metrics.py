@@ -25,10 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from agents.core.clock import Clock, SystemClock
+from agents.core.clock import SystemClock
 from agents.core.logs import Logger, describe_error
+from agents.ports import Clock, MetricPoint, MetricsSink
 
 if TYPE_CHECKING:
     # influxdb_client costs ~2 s and tens of MB to import: only InfluxSink (INFLUXDB_URL set)
@@ -255,61 +256,6 @@ SCHEMA: dict[str, Measurement] = {
 }
 
 
-@dataclass(frozen=True)
-class MetricPoint:
-    measurement: str
-    tags: Mapping[str, str]
-    fields: Mapping[str, int | float | str | bool]
-    time_ns: int = field(default_factory=time.time_ns)
-
-    def to_line_protocol(self) -> str:
-        """InfluxDB line protocol, byte for byte what influxdb-client's `Point` produces.
-
-        Encoded here because this runs once per message on the consumer's hot path, where
-        building a `Point` cost several times more; tests/unit/test_metrics.py proves the two
-        agree on arbitrary points.
-        """
-        tags = "".join(
-            f",{_escape_key(key)}={_escape_tag_value(value)}"
-            for key, value in sorted(self.tags.items())
-            if value != ""
-        )
-        fields = ",".join(
-            f"{_escape_key(key)}={_field_text(value)}" for key, value in sorted(self.fields.items())
-        )
-        return f"{self.measurement.translate(_ESCAPE_MEASUREMENT)}{tags} {fields} {self.time_ns}"
-
-    def to_point(self) -> Point:
-        """The same point as influxdb-client's `Point` (the reference encoder)."""
-        from influxdb_client import Point, WritePrecision
-
-        point = Point(self.measurement)
-        for key in sorted(self.tags):
-            point.tag(key, self.tags[key])
-        for key in sorted(self.fields):
-            point.field(key, self.fields[key])
-        point.time(self.time_ns, WritePrecision.NS)
-        return point
-
-    @property
-    def time(self) -> datetime:
-        from datetime import UTC
-
-        return datetime.fromtimestamp(self.time_ns / 1e9, tz=UTC)
-
-
-class MetricsSink(Protocol):
-    def write(self, point: MetricPoint) -> None:
-        """Queue a point; never raises into the caller."""
-
-    def close(self) -> None:
-        """Flush what is queued and release resources."""
-
-    @property
-    def description(self) -> str:
-        """Where the points go, for the start-up log line."""
-
-
 class WriteErrorCounter:
     """Counts failed writes and logs them at most once per `interval` seconds."""
 
@@ -389,7 +335,7 @@ class FileSink:
         return f"file:{self.path}"
 
     def write(self, point: MetricPoint) -> None:
-        data = (point.to_line_protocol() + "\n").encode()
+        data = (line_protocol(point) + "\n").encode()
         with self._lock:
             if self._fd is None:
                 return
@@ -474,9 +420,7 @@ class InfluxSink:
             if self._closed:
                 return
             try:
-                self._write_api.write(
-                    bucket=self.bucket, org=self.org, record=point.to_line_protocol()
-                )
+                self._write_api.write(bucket=self.bucket, org=self.org, record=line_protocol(point))
             except Exception as exc:  # the client raises only on misuse; still never propagate
                 self.errors.failed(1, exc, self.description)
             else:
@@ -552,6 +496,37 @@ def _field_text(value: int | float | str | bool) -> str:
         text = str(value)
         return text[:-2] if text.endswith(".0") else text
     return '"' + value.translate(_ESCAPE_STRING) + '"'
+
+
+def line_protocol(point: MetricPoint) -> str:
+    """InfluxDB line protocol, byte for byte what influxdb-client's `Point` produces.
+
+    Encoded here because this runs once per message on the consumer's hot path, where
+    building a `Point` cost several times more; tests/unit/test_metrics.py proves the two
+    agree on arbitrary points.
+    """
+    tags = "".join(
+        f",{_escape_key(key)}={_escape_tag_value(value)}"
+        for key, value in sorted(point.tags.items())
+        if value != ""
+    )
+    fields = ",".join(
+        f"{_escape_key(key)}={_field_text(value)}" for key, value in sorted(point.fields.items())
+    )
+    return f"{point.measurement.translate(_ESCAPE_MEASUREMENT)}{tags} {fields} {point.time_ns}"
+
+
+def influx_point(point: MetricPoint) -> Point:
+    """The same point as influxdb-client's `Point` (the reference encoder)."""
+    from influxdb_client import Point, WritePrecision
+
+    result = Point(point.measurement)
+    for key in sorted(point.tags):
+        result.tag(key, point.tags[key])
+    for key in sorted(point.fields):
+        result.field(key, point.fields[key])
+    result.time(point.time_ns, WritePrecision.NS)
+    return result
 
 
 def silence_client_logging() -> None:

@@ -13,30 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
+
+from agents.ports import MetricsReader, MetricsReadError
 
 if TYPE_CHECKING:
     from agents.core.settings import CommonSettings
 
 Aggregate = Literal["sum", "last", "count"]
-
-
-class MetricsReadError(Exception):
-    """The metrics store could not be read (unreachable, refused, malformed data)."""
-
-
-class MetricsReader(Protocol):
-    def sum_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]: ...
-
-    def last_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]: ...
-
-    def count(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, int]: ...
 
 
 # --- line protocol ---------------------------------------------------------------------------

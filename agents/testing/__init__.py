@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.core.ai.client import DRY_RUN_REPLIES, Mode, ModelReply, ModelRequest
-from agents.core.broker import QUEUES, Delivery, PublishError
+from agents.core.ai.client import DRY_RUN_REPLIES
+from agents.ports import Delivery, Mode, ModelReply, ModelRequest, PublishError
+from agents.vocab import QUEUES
 
 
 class ScriptedClient:

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUES
 from agents.provision import ProvisionError, UrllibHttp, agents_permission_pattern
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUES
 from tests.e2e.conftest import Stack
 from tests.e2e.panel_queries import (
     PanelQuery,

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from agents.core.ai.guard import GuardLimits
-from agents.core.ai.ledger import Entry, Ledger, RedisLedger, SqliteLedger, max_window_sum
+from agents.core.ai.ledger import RedisLedger, SqliteLedger, max_window_sum
+from agents.ports import Entry, Ledger
 
 from .conftest import FaultReport
 from .toolkit.ledger_worker import main as worker_main

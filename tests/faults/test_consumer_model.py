@@ -49,12 +49,13 @@ from hypothesis.stateful import (
 
 from agents.consumer import Consumer
 from agents.core.ai.schemas import ConsumerDecision, default_consumer
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, RabbitBroker
+from agents.core.broker import RabbitBroker
 from agents.core.clock import FakeClock, SystemClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
 
 from .toolkit.ledger import MAIN_QUEUES
 from .toolkit.rabbit import QueueInspector, management

@@ -12,11 +12,12 @@ import httpx2
 import pytest
 
 from agents.core.ai.client import resume_time
-from agents.core.ai.ledger import Ledger, memory_ledger
+from agents.core.ai.ledger import memory_ledger
 from agents.core.ai.prices import UNKNOWN_MODEL_PRICE
 from agents.core.ai.testing import Rig, make_rig, message_json, mock_client
 from agents.core.clock import FakeClock
 from agents.core.settings import ConsumerSettings, load_settings
+from agents.ports import Ledger
 
 OK = '{"action": "process", "reasoning": "fine"}'
 

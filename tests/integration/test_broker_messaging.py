@@ -12,18 +12,11 @@ from typing import Any
 import pika
 import pytest
 
-from agents.core.broker import (
-    ANOMALY_QUEUE,
-    DEAD_LETTER_QUEUE,
-    QUEUES,
-    BrokerError,
-    Delivery,
-    PublishError,
-    RabbitBroker,
-    connection_parameters,
-)
+from agents.core.broker import RabbitBroker, connection_parameters
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
+from agents.ports import BrokerError, Delivery, PublishError
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.conftest import drain_queue
 
 pytestmark = pytest.mark.rabbitmq

@@ -19,19 +19,12 @@ from typing import Any
 import pika
 import pytest
 
-from agents.core.broker import (
-    EXCHANGE,
-    BrokerError,
-    Delivery,
-    PublishError,
-    RabbitBroker,
-    connection_parameters,
-    queue_arguments,
-    setup_topology,
-)
+from agents.core.broker import RabbitBroker, connection_parameters, queue_arguments, setup_topology
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
+from agents.ports import BrokerError, Delivery, PublishError
+from agents.vocab import EXCHANGE
 from tests.conftest import RABBIT_HOST, management
 
 PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itself must not leak it

@@ -9,22 +9,12 @@ from typing import Any
 import pika
 import pytest
 
-from agents.core.broker import (
-    ANOMALY_QUEUE,
-    DEAD_LETTER_QUEUE,
-    DLX,
-    EXCHANGE,
-    QUEUES,
-    BrokerError,
-    RabbitBroker,
-    TopologyError,
-    connection_parameters,
-    queue_arguments,
-    setup_topology,
-)
+from agents.core.broker import RabbitBroker, connection_parameters, queue_arguments, setup_topology
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
+from agents.ports import BrokerError, TopologyError
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, EXCHANGE, QUEUES
 from tests.conftest import management
 
 pytestmark = pytest.mark.rabbitmq

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.conftest import RABBIT_HOST, management
 
 SECRET = "Cli-Secret-Pa55-91c"

@@ -22,19 +22,15 @@ import pytest
 
 from agents.consumer import Consumer
 from agents.core.ai import build_engine
-from agents.core.broker import (
-    ANOMALY_QUEUE,
-    DEAD_LETTER_QUEUE,
-    Delivery,
-    RabbitBroker,
-    connection_parameters,
-)
+from agents.core.broker import RabbitBroker, connection_parameters
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
+from agents.ports import Delivery
 from agents.testing import ScriptedClient, consumer_reply
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from tests.conftest import drain_queue
 
 pytestmark = pytest.mark.rabbitmq

@@ -18,7 +18,8 @@ from werkzeug import Request, Response
 
 from agents.core.logs import JsonLogger, Redactor
 from agents.core.metrics import ANOMALY, InfluxSink, Metrics
-from agents.core.metrics_read import InfluxMetricsReader, MetricsReadError
+from agents.core.metrics_read import InfluxMetricsReader
+from agents.ports import MetricsReadError
 
 TOKEN = "influx-test-token-abc"
 

@@ -14,7 +14,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from agents.core.broker import DEAD_LETTER_QUEUE, EXCHANGE, declare_topology
+from agents.core.broker import declare_topology
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.provision import (
@@ -25,6 +25,7 @@ from agents.provision import (
     ensure_rabbitmq_user,
     main,
 )
+from agents.vocab import DEAD_LETTER_QUEUE, EXCHANGE
 from tests.conftest import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
 
 pytestmark = pytest.mark.rabbitmq

@@ -18,18 +18,16 @@ import pika
 import pytest
 
 from agents.core.broker import (
-    DEAD_LETTER_QUEUE,
     DELIVERY_LIMIT,
-    REJECT_REASON_HEADER,
-    Delivery,
     RabbitBroker,
-    TopologyError,
     connection_parameters,
     queue_arguments,
     setup_topology,
 )
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, QueueType, load_settings
+from agents.ports import Delivery, TopologyError
+from agents.vocab import DEAD_LETTER_QUEUE, REJECT_REASON_HEADER
 from tests.conftest import drain_queue, management
 
 pytestmark = pytest.mark.rabbitmq

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from agents.core.settings import BrokerSettings, load_settings
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from tests.conftest import drain_queue
 from tests.integration.test_record_path import record_through_fake
 

@@ -16,7 +16,7 @@ import pika
 import pytest
 from pytest_httpserver import HTTPServer
 
-from agents.core.broker import DEAD_LETTER_QUEUE, QUEUES
+from agents.vocab import DEAD_LETTER_QUEUE, QUEUES
 from tests.conftest import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
 from tests.stack.stackfiles import service_env, services
 from tests.unit.test_provision_influxdb import FakeInflux

@@ -22,12 +22,13 @@ import pytest
 
 from agents.consumer import Consumer
 from agents.core.ai import build_engine
-from agents.core.broker import Delivery, RabbitBroker, connection_parameters, declare_topology
+from agents.core.broker import RabbitBroker, connection_parameters, declare_topology
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
-from agents.core.metrics import PUBLISH, InfluxSink, MemorySink, MetricPoint, Metrics
+from agents.core.metrics import PUBLISH, InfluxSink, MemorySink, Metrics
 from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
 from agents.messages import Catalogue
+from agents.ports import Delivery, MetricPoint
 from agents.runtime import StopFlag, install_signal_handlers
 from agents.testing import ScriptedClient, consumer_reply
 from tests.conftest import drain_queue

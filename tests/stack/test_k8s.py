@@ -19,13 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agents.core.broker import (
-    ANOMALY_QUEUE,
-    DEAD_LETTER_QUEUE,
-    QUEUES,
-    declare_topology,
-    queue_arguments,
-)
+from agents.core.broker import declare_topology, queue_arguments
 from agents.core.settings import (
     CommonSettings,
     ConsumerSettings,
@@ -35,6 +29,7 @@ from agents.core.settings import (
     load_settings,
 )
 from agents.provision import agents_permission_pattern
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.stack.stackfiles import ROOT
 
 K8S = ROOT / "infra" / "k8s"

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.core.broker import (
-    BASE_BACKOFF_SECONDS,
-    Delivery,
-    Outcome,
-    backoff_delay,
-    connection_parameters,
-)
+from agents.core.broker import BASE_BACKOFF_SECONDS, backoff_delay, connection_parameters
 from agents.core.settings import BrokerSettings, load_settings
+from agents.ports import Delivery, Outcome
 
 SECRET = "Sup3r-Secret-Pa55"
 

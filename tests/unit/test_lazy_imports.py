@@ -87,3 +87,18 @@ def test_the_probe_sees_the_clients_the_modes_need(tmp_path: Path) -> None:
     assert found["modes"] == ["live"]
     heavy = {str(m).split(".")[0] for m in found["heavy"]}  # type: ignore[attr-defined]
     assert {"anthropic", "influxdb_client"} <= heavy
+
+
+def test_ports_and_vocabulary_need_only_the_standard_library() -> None:
+    """`agents.ports` and `agents.vocab` are the contracts adapters, fakes and benchmarks share:
+    importing them must not pull in pika, pydantic, an HTTP stack or any adapter of ours."""
+    probe = (
+        "import json, sys\n"
+        "import agents.ports, agents.vocab\n"
+        "print(json.dumps(sorted(m for m in sys.modules\n"
+        "    if m.split('.')[0] not in sys.stdlib_module_names)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert set(json.loads(out.stdout)) <= {"agents", "agents.ports", "agents.vocab"}

@@ -17,10 +17,12 @@ from agents.core.metrics import (
     SCHEMA,
     FileSink,
     MemorySink,
-    MetricPoint,
     Metrics,
+    influx_point,
+    line_protocol,
 )
 from agents.core.metrics_read import FileMetricsReader, flux_query, flux_string, parse_line
+from agents.ports import MetricPoint
 
 TAGS = {"agent_id": "publisher-1", "agent_type": "publisher"}
 
@@ -73,7 +75,7 @@ def test_ints_widen_to_float_fields_and_strings_lose_newlines() -> None:
     )
     assert point.fields["decision_latency_ms"] == 3.0
     assert point.fields["ai_reasoning_text"] == "line one line two"
-    assert "\n" not in point.to_line_protocol()
+    assert "\n" not in line_protocol(point)
 
 
 @given(
@@ -92,7 +94,7 @@ def test_line_protocol_round_trips_through_the_file_parser(
         {"ai_reasoning_text": text, "tokens_used": number, "decision_latency_ms": ms},
         time_ns=1_769_854_530_000_000_000,
     )
-    parsed = parse_line(point.to_line_protocol())
+    parsed = parse_line(line_protocol(point))
     assert parsed.measurement == "ai_decision"
     assert parsed.tags["agent_id"] == agent_id
     assert parsed.fields["ai_reasoning_text"] == " ".join(text.splitlines())
@@ -176,4 +178,4 @@ def test_our_line_protocol_encoder_matches_influxdb_client_point(
     time_ns: int,
 ) -> None:
     point = MetricPoint(measurement, tags, fields, time_ns)
-    assert point.to_line_protocol() == point.to_point().to_line_protocol()
+    assert line_protocol(point) == influx_point(point).to_line_protocol()

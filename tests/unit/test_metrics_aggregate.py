@@ -13,17 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.core.clock import FakeClock
-from agents.core.metrics import (
-    ANOMALY,
-    CONSUME,
-    PUBLISH,
-    Aggregator,
-    FileSink,
-    MemorySink,
-    MetricPoint,
-    Metrics,
-)
+from agents.core.metrics import ANOMALY, CONSUME, PUBLISH, Aggregator, FileSink, MemorySink, Metrics
 from agents.core.metrics_read import FileMetricsReader, parse_line
+from agents.ports import MetricPoint
 
 BASE = {"agent_id": "consumer-1", "agent_type": "consumer"}
 

@@ -8,7 +8,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.core.metrics import CONSUME, PUBLISH, MetricPoint
+from agents.core.metrics import CONSUME, PUBLISH, line_protocol
+from agents.ports import MetricPoint
 from agents.report import load_run, render
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "metrics-sample.lp"
@@ -68,7 +69,7 @@ def test_counts_are_summed_so_aggregated_points_draw_the_same(tmp_path: Path) ->
 
     def write(points: list[MetricPoint], name: str) -> Path:
         path = tmp_path / name
-        path.write_text("".join(p.to_line_protocol() + "\n" for p in points + published))
+        path.write_text("".join(line_protocol(p) + "\n" for p in points + published))
         return path
 
     one = load_run(write(per_message, "a.lp"))

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 
 from agents.core.ai.guard import BudgetObserver
-from agents.core.ai.ledger import Usage
 from agents.core.logs import Logger
 from agents.core.metrics import BUDGET, BUDGET_THRESHOLD, Metrics
+from agents.ports import Usage
 
 THRESHOLDS = (0.5, 0.8, 1.0)
 ERROR_EVERY_S = 60.0

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from agents.core.ai import cassettes as cs
-
-Mode = Literal["live", "dry-run", "replay"]
-Billing = Literal["none", "unknown"]
+from agents.ports import Mode, ModelReply, ModelRequest
 
 DRY_RUN_REPLIES: dict[str, str] = {
     # The specification's mock response, and the analogous answers for the other agents.
@@ -26,45 +22,6 @@ DRY_RUN_REPLIES: dict[str, str] = {
     "consumer": '{"action": "process", "reasoning": "DRY RUN MODE"}',
     "monitor": '{"status": "healthy", "issues": [], "suggestions": []}',
 }
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    agent_type: str
-    prompt: str
-    max_tokens: int
-    schema: Mapping[str, object]
-
-
-@dataclass(frozen=True)
-class ModelReply:
-    text: str
-    input_tokens: int
-    output_tokens: int
-    model: str
-    stop_reason: str | None = None
-
-
-class AIError(Exception):
-    """A call that produced no usable reply. `reason` goes to the log and the metric as the
-    fallback; `billing` tells the guard whether the call may still have been charged."""
-
-    def __init__(
-        self, reason: str, billing: Billing, detail: str = "", resume_at: float | None = None
-    ) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.billing = billing
-        self.detail = detail
-        # Set for Anthropic's own spend limits: no call may be sent before this time (epoch s).
-        self.resume_at = resume_at
-
-
-class DecisionClient(Protocol):
-    mode: Mode
-    model: str
-
-    def complete(self, request: ModelRequest) -> ModelReply: ...
 
 
 class DryRunClient:

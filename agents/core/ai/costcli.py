@@ -27,7 +27,7 @@ from typing import Any
 from agents.core.ai import prompts, schemas
 from agents.core.ai.engine import input_tokens_upper
 from agents.core.ai.guard import HOUR, TEN_MINUTES, GuardLimits
-from agents.core.ai.ledger import Entry, LedgerUnavailable, open_ledger
+from agents.core.ai.ledger import open_ledger
 from agents.core.ai.prices import lookup, price_for
 from agents.core.settings import (
     BrokerSettings,
@@ -37,6 +37,7 @@ from agents.core.settings import (
     PublisherSettings,
     load_settings,
 )
+from agents.ports import Entry, LedgerUnavailable
 
 FLEET: tuple[tuple[str, str], ...] = (
     ("publisher-1", "publisher"),
@@ -313,7 +314,8 @@ def main(args: argparse.Namespace) -> int:
         data = plan()
         print(json.dumps(data, indent=2, default=_json_default) if args.json else render_plan(data))
         return 0
-    from agents.core.metrics_read import MetricsReadError, reader_from_settings
+    from agents.core.metrics_read import reader_from_settings
+    from agents.ports import MetricsReadError
 
     settings = load_settings(BrokerSettings)
     code = 0

@@ -18,24 +18,15 @@ from typing import Any, TypeVar
 from agents.core.ai import cassettes as cs
 from agents.core.ai import prompts, schemas
 from agents.core.ai.budget import BudgetWatch
-from agents.core.ai.client import (
-    AIError,
-    DecisionClient,
-    DryRunClient,
-    Mode,
-    ModelRequest,
-    cassette_metadata,
-    load_cassette,
-    recorded_for,
-)
+from agents.core.ai.client import DryRunClient, cassette_metadata, load_cassette, recorded_for
 from agents.core.ai.guard import CostGuard, GuardLimits, Refused
-from agents.core.ai.ledger import Ledger, memory_ledger, open_ledger
+from agents.core.ai.ledger import memory_ledger, open_ledger
 from agents.core.ai.prices import FREE, Price, lookup, price_for
 from agents.core.ai.schemas import ConsumerDecision, MonitorAnalysis, PublisherDecision
-from agents.core.clock import Clock
 from agents.core.logs import Level, Logger
 from agents.core.metrics import AI_DECISION, Metrics
 from agents.core.settings import CommonSettings, PublisherSettings
+from agents.ports import AIError, Clock, DecisionClient, Ledger, Mode, ModelRequest
 
 INVALID_INPUT = "invalid_input"
 UNEXPECTED_ERROR = "unexpected_error"

@@ -25,20 +25,9 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agents.core.ai.ledger import (
-    API_SPEND_LIMIT,
-    INTERVAL_SLACK,
-    RATE_LIMITED,
-    Cap,
-    Ledger,
-    LedgerUnavailable,
-    Request,
-    State,
-    Usage,
-    memory_ledger,
-)
+from agents.core.ai.ledger import API_SPEND_LIMIT, INTERVAL_SLACK, RATE_LIMITED, memory_ledger
 from agents.core.ai.prices import Price
-from agents.core.clock import Clock
+from agents.ports import Cap, Clock, Ledger, LedgerUnavailable, Request, State, Usage
 
 if TYPE_CHECKING:
     from agents.core.settings import CommonSettings

@@ -24,14 +24,21 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
+
+from agents.ports import (
+    Admission,
+    Cap,
+    Entry,
+    Ledger,
+    LedgerUnavailable,
+    Request,
+    State,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from agents.core.settings import CommonSettings
-
-Scope = Literal["agent", "fleet"]
-Unit = Literal["usd", "tokens"]
-State = Literal["reserved", "settled", "released", "kept"]
 
 RATE_LIMITED = "rate_limited"
 API_SPEND_LIMIT = "api_spend_limit_paused"
@@ -40,93 +47,6 @@ DAY = 86_400.0
 # The microsecond of slack absorbs float rounding in `now - last` (a call exactly one interval
 # later must pass); it cannot admit a meaningful extra call.
 INTERVAL_SLACK = 1e-6
-
-
-class LedgerUnavailable(Exception):
-    """The ledger cannot be read or written (down, locked, corrupt): refuse, never guess."""
-
-
-@dataclass(frozen=True)
-class Cap:
-    """One limit over a sliding window: this agent's entries, or every agent's."""
-
-    scope: Scope
-    window: str  # a label for logs and metric tags: "10min", "hour"
-    window_s: float
-    unit: Unit
-    limit: float
-    reason: str  # the refusal reason when this cap says no
-
-
-@dataclass(frozen=True)
-class Usage:
-    """One cap's window as the ledger saw it: open worst cases and settled amounts."""
-
-    cap: Cap
-    reserved: float
-    settled: float
-
-    @property
-    def used(self) -> float:
-        return self.reserved + self.settled
-
-    @property
-    def remaining(self) -> float:
-        return max(0.0, self.cap.limit - self.used)
-
-
-@dataclass(frozen=True)
-class Request:
-    agent: str
-    now: float  # seconds since the epoch on the caller's clock
-    usd: float
-    tokens: int
-    min_interval_s: float
-    caps: tuple[Cap, ...]
-
-
-@dataclass(frozen=True)
-class Admission:
-    """The ledger's answer. `usage` is each cap's window before this reservation."""
-
-    refused: str | None
-    detail: str
-    entry_id: int
-    at: float
-    usage: tuple[Usage, ...]
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    agent: str
-    at: float
-    usd: float
-    tokens: int
-    reserved_usd: float
-    state: str
-
-
-class Ledger(Protocol):
-    description: str
-
-    def reserve(self, request: Request) -> Admission:
-        """Check every cap and the rate limit and record the reservation, as one atomic step."""
-
-    def finish(self, entry_id: int, usd: float, tokens: int, state: State) -> None:
-        """Settle (actual usage), release (zero) or keep (worst case) an open reservation;
-        amounts can only go down. A finished or pruned entry is left alone."""
-
-    def pause(self, until: float) -> None:
-        """Refuse every agent's calls until `until` (Anthropic said the spend limit is hit)."""
-
-    def paused_until(self) -> float:
-        """0.0 when not paused."""
-
-    def entries(self, since: float = -math.inf) -> list[Entry]:
-        """Every retained entry recorded after `since`, oldest first (reports, replay)."""
-
-    def close(self) -> None: ...
 
 
 def aggregate(

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai.client import DecisionClient
 from agents.core.ai.engine import DecisionEngine
 from agents.core.ai.sdk import AnthropicClient, live_sdk
 from agents.core.clock import FakeClock
@@ -34,6 +33,7 @@ from agents.core.settings import (
     PublisherSettings,
     load_settings,
 )
+from agents.ports import DecisionClient
 
 KEPT_REQUEST_HEADERS = ("content-type", "anthropic-version")
 

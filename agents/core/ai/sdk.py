@@ -26,14 +26,10 @@ from agents.core.ai.client import (
     API_USAGE_LIMIT,
     SPEND_LIMIT_CODES,
     WORKSPACE_LIMIT,
-    AIError,
-    Mode,
-    ModelReply,
-    ModelRequest,
     ReplayMiss,
     resume_time,
 )
-from agents.core.clock import Clock
+from agents.ports import AIError, Clock, Mode, ModelReply, ModelRequest
 
 REPLAY_BASE_URL = "https://api.anthropic.com"
 MAX_RETRY_DELAY_S = 2.0

@@ -13,14 +13,13 @@ from typing import Any
 import anthropic
 import httpx2
 
-from agents.core.ai.client import DecisionClient
 from agents.core.ai.engine import DecisionEngine, build_engine
-from agents.core.ai.ledger import Ledger
 from agents.core.ai.sdk import AnthropicClient, live_sdk
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
-from agents.core.metrics import MemorySink, MetricPoint, Metrics
+from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import CommonSettings
+from agents.ports import DecisionClient, Ledger, MetricPoint
 
 
 @dataclass

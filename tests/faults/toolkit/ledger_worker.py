@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 from agents.core.ai.guard import CostGuard, GuardLimits, Refused
-from agents.core.ai.ledger import Ledger, RedisLedger, SqliteLedger
+from agents.core.ai.ledger import RedisLedger, SqliteLedger
 from agents.core.ai.prices import PRICES
 from agents.core.clock import SystemClock
+from agents.ports import Ledger
 
 
 def open_ledger(spec: dict[str, object]) -> Ledger:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from agents.consumer import Consumer
-from agents.core.broker import ANOMALY_QUEUE
 from agents.core.settings import ConsumerSettings
 from agents.messages import Catalogue, Genre
 from agents.testing import consumer_reply
+from agents.vocab import ANOMALY_QUEUE
 
 Rig = Any  # the make_rig fixture (conftest.py) builds it
 

@@ -117,7 +117,7 @@ def test_an_unreadable_metrics_store_still_gives_an_analysis(
 
 class BrokenReader:
     def sum_field(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        from agents.core.metrics_read import MetricsReadError
+        from agents.ports import MetricsReadError
 
         raise MetricsReadError("InfluxDB query failed: 500")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agents.core.metrics_read import MetricsReadError
 from agents.core.settings import PublisherSettings
 from agents.messages import parse_book
+from agents.ports import MetricsReadError
 from agents.publisher import Publisher
 from agents.testing import publisher_reply
 

@@ -119,7 +119,7 @@ def test_invalid_message_fields_fall_back_without_a_call() -> None:
 
 
 def test_spend_cap_refuses_a_live_call_before_it_is_made() -> None:
-    from agents.core.ai.client import ModelReply, ModelRequest
+    from agents.ports import ModelReply, ModelRequest
 
     class CountingClient:
         mode = "live"

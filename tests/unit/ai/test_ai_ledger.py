@@ -32,18 +32,12 @@ from agents.core.ai.guard import (
     GuardLimits,
     Refused,
 )
-from agents.core.ai.ledger import (
-    Entry,
-    Ledger,
-    LedgerUnavailable,
-    RedisLedger,
-    SqliteLedger,
-    memory_ledger,
-)
+from agents.core.ai.ledger import RedisLedger, SqliteLedger, memory_ledger
 from agents.core.ai.prices import PRICES, Price
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
+from agents.ports import Entry, Ledger, LedgerUnavailable
 
 SONNET = PRICES["claude-sonnet-4-5"]  # worst case of reserve(1000): $0.0075
 WORST = 0.0075
