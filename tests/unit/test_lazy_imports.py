@@ -96,7 +96,7 @@ def test_ports_and_vocabulary_need_only_the_standard_library() -> None:
         "import json, sys\n"
         "import agents.ports, agents.vocab\n"
         "print(json.dumps(sorted(m for m in sys.modules\n"
-        "    if m.split('.')[0] not in sys.stdlib_module_names)))\n"
+        "    if m != '__main__' and m.split('.')[0] not in sys.stdlib_module_names)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
