@@ -57,7 +57,8 @@ NOT_INHERITED = (
 
 
 def uv() -> list[str]:
-    found = shutil.which("uv")
+    # `uv run` and `uvx nox` name their own binary in UV; else PATH, else the uv package.
+    found = os.environ.get("UV") or shutil.which("uv")
     if found:
         return [found]
     if importlib.util.find_spec("uv") is not None:
