@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.data import data_path
+
 Genre = Literal["fictional", "non-fictional"]
 GENRES: tuple[Genre, ...] = ("fictional", "non-fictional")
 
@@ -32,7 +34,7 @@ MAX_TITLE_CHARS = 300
 MAX_AUTHOR_CHARS = 200
 CONTENT_TYPE = "application/json"
 
-FIXTURE_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "books.json"
+FIXTURE_PATH = data_path("books.json")
 
 # Tabs, newlines and the other C0/C1 controls have no place in a title or a name; refusing them
 # keeps log lines and any downstream prompt one line each.
@@ -150,7 +152,7 @@ class Outgoing:
 
 
 class Catalogue:
-    """Realistic titles and authors to publish, loaded once from fixtures/books.json."""
+    """Realistic titles and authors to publish, loaded once from agents/data/books.json."""
 
     def __init__(self, books: Mapping[Genre, Sequence[tuple[str, str]]]) -> None:
         for genre in GENRES:

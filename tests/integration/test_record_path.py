@@ -74,7 +74,7 @@ def test_a_recording_from_the_real_endpoint_is_labelled_real(tmp_path: Path) -> 
     )
     directory = tmp_path / "cassettes"
     directory.mkdir()
-    shipped = yaml.safe_load((cs.package_root() / "cassettes" / "publisher.yaml").read_text())
+    shipped = yaml.safe_load((cs.packaged_cassettes_dir() / "publisher.yaml").read_text())
     shipped["metadata"] = header
     (directory / "publisher.yaml").write_text(yaml.safe_dump(shipped))
     why = resolve_mode(load_settings(PublisherSettings), cwd=tmp_path).why

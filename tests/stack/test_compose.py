@@ -7,6 +7,7 @@ import fnmatch
 import json
 import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -464,7 +465,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
         for line in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.MULTILINE)
         for src in line.split()[:-1]
     ]
-    assert {"pyproject.toml", "uv.lock", "agents/", "cassettes/", "fixtures/"} <= set(sources)
+    assert {"pyproject.toml", "uv.lock", "agents/"} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: missing from the repository"
         assert _dockerignore_allows(source.rstrip("/")), f"COPY {source}: excluded by .dockerignore"
@@ -495,14 +496,18 @@ def _as_init_kwargs(model: type[Any], env: dict[str, str]) -> dict[str, str]:
     return {by_variable[k]: v for k, v in env.items() if k in by_variable and v != ""}
 
 
-def test_image_keeps_the_repository_layout_the_package_reads_from() -> None:
+def test_image_carries_the_data_the_package_reads_inside_the_package(tmp_path: Path) -> None:
     import agents.messages
+    from agents.core.ai.cassettes import packaged_cassettes_dir, resolve_cassettes_dir
 
     text = DOCKERFILE.read_text()
     copied = dict(re.findall(r"^COPY (\S+)/ (/app/\S+)/$", text, flags=re.MULTILINE))
-    # Editable install from /app/agents: paths computed next to the package land under /app.
+    # Editable install from /app/agents: the data inside the package lands under /app/agents.
     assert copied.get("agents") == "/app/agents"
-    data_dir = agents.messages.FIXTURE_PATH.relative_to(ROOT).parts[0]
-    assert copied.get(data_dir) == f"/app/{data_dir}"
-    # CASSETTES_DIR is relative to the working directory, /app.
-    assert copied.get(str(CommonSettings.model_fields["cassettes_dir"].default)) == "/app/cassettes"
+    for data in (agents.messages.FIXTURE_PATH, packaged_cassettes_dir()):
+        assert data.is_relative_to(ROOT / "agents"), data
+        assert _dockerignore_allows(str(data.relative_to(ROOT)))
+    # CASSETTES_DIR is relative to the working directory, /app, which has no cassettes/: the
+    # default falls back to the packaged ones.
+    default = CommonSettings.model_fields["cassettes_dir"].default
+    assert resolve_cassettes_dir(default, cwd=tmp_path) == packaged_cassettes_dir()

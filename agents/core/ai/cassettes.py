@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.core.ai.prompts import genre_of, numbers_of, template_of
+from agents.data import data_path
 
 AGENT_TYPES = ("publisher", "consumer", "monitor")
 
@@ -33,20 +34,21 @@ KEY_PATTERNS = (
 )
 
 
-def package_root() -> Path:
-    """The directory holding the `agents` package (the repository root in a source checkout)."""
-    return Path(__file__).resolve().parents[3]
+def packaged_cassettes_dir() -> Path:
+    """The cassettes shipped inside the package (`cassettes/` in a checkout links here)."""
+    return data_path("cassettes")
 
 
 def resolve_cassettes_dir(configured: Path, cwd: Path | None = None) -> Path:
     """CASSETTES_DIR as given when absolute; else relative to the working directory (the image's
-    /app), falling back to the package's own location so `agents` works from any directory."""
+    /app), falling back to the package's data directory, so the default `cassettes` finds the
+    shipped cassettes from any directory, in a checkout and in an installed wheel alike."""
     if configured.is_absolute():
         return configured
     here = (cwd or Path.cwd()) / configured
     if here.is_dir():
         return here
-    beside = package_root() / configured
+    beside = data_path() / configured
     return beside if beside.is_dir() else here
 
 

@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from agents.core.ai import resolve_mode
+from agents.core.ai.cassettes import packaged_cassettes_dir
 from agents.core.ai.guard import RATE_LIMITED, SPEND_CAP_10MIN
 from agents.core.ai.testing import make_rig
 from agents.core.settings import (
@@ -18,7 +19,7 @@ from agents.core.settings import (
     load_settings,
 )
 
-REPO_CASSETTES = Path(__file__).resolve().parents[3] / "cassettes"
+PACKAGED_CASSETTES = packaged_cassettes_dir()
 
 
 def test_dry_run_flag_wins_over_a_key(tmp_path: Path) -> None:
@@ -33,13 +34,13 @@ def test_a_key_means_live(tmp_path: Path) -> None:
 
 
 def test_no_key_with_cassettes_means_replay(tmp_path: Path) -> None:
-    shutil.copytree(REPO_CASSETTES, tmp_path / "cassettes")
+    shutil.copytree(PACKAGED_CASSETTES, tmp_path / "cassettes")
     choice = resolve_mode(load_settings(ConsumerSettings), tmp_path)
     assert choice.mode == "replay" and choice.cassette == tmp_path / "cassettes/consumer.yaml"
 
 
 def test_cassettes_for_another_model_fall_back_to_dry_run(tmp_path: Path) -> None:
-    shutil.copytree(REPO_CASSETTES, tmp_path / "cassettes")
+    shutil.copytree(PACKAGED_CASSETTES, tmp_path / "cassettes")
     settings = load_settings(PublisherSettings, claude_model="claude-opus-5-5")
     choice = resolve_mode(settings, tmp_path)
     assert choice.mode == "dry-run" and "claude-opus-5-5" in choice.why
@@ -51,9 +52,9 @@ def test_nothing_at_all_means_dry_run(tmp_path: Path) -> None:
 
 
 def test_relative_cassettes_dir_falls_back_to_the_package_location(tmp_path: Path) -> None:
-    # Run from an unrelated directory: the repository's cassettes are still found.
+    # Run from an unrelated directory: the cassettes shipped in the package are still found.
     choice = resolve_mode(load_settings(PublisherSettings), tmp_path)
-    assert choice.mode == "replay" and choice.cassette == REPO_CASSETTES / "publisher.yaml"
+    assert choice.mode == "replay" and choice.cassette == PACKAGED_CASSETTES / "publisher.yaml"
 
 
 def test_mode_and_why_are_logged_once_at_start(tmp_path: Path) -> None:
