@@ -8,7 +8,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.core.metrics import CONSUME, PUBLISH, line_protocol
+from agents.core.metrics.line_protocol import line_protocol
+from agents.core.metrics.schema import CONSUME, PUBLISH
 from agents.ports import MetricPoint
 from agents.report import load_run, render
 
