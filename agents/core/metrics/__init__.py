@@ -7,15 +7,14 @@
 - `recorder`: `Metrics`, the writer an agent holds;
 - `reader`: the questions the monitor, the publishers and `agents cost report` ask back.
 
-The names most callers need are re-exported here, so `from agents.core.metrics import CONSUME,
-Metrics` keeps working; code that needs one concern imports its module. Nothing here imports
-influxdb_client: the InfluxDB sink and reader load it when they are built.
+The names agents and their tests use are re-exported here (the measurements, `Metrics`, the
+sinks), so `from agents.core.metrics import CONSUME, Metrics` keeps working; code that works on
+one concern imports its module. Nothing here imports influxdb_client: the InfluxDB sink and reader
+load it when they are built.
 """
 
 from __future__ import annotations
 
-from agents.core.metrics.aggregate import Aggregator
-from agents.core.metrics.line_protocol import influx_point, line_protocol
 from agents.core.metrics.recorder import Metrics
 from agents.core.metrics.schema import (
     AI_DECISION,
@@ -31,14 +30,7 @@ from agents.core.metrics.schema import (
     SCHEMA,
     Measurement,
 )
-from agents.core.metrics.sinks import (
-    FileSink,
-    InfluxSink,
-    MemorySink,
-    WriteErrorCounter,
-    silence_client_logging,
-    sink_from_settings,
-)
+from agents.core.metrics.sinks import FileSink, InfluxSink, MemorySink, sink_from_settings
 
 __all__ = [
     "AI_DECISION",
@@ -52,15 +44,10 @@ __all__ = [
     "PUBLISH",
     "QUEUE_DEPTH",
     "SCHEMA",
-    "Aggregator",
     "FileSink",
     "InfluxSink",
     "Measurement",
     "MemorySink",
     "Metrics",
-    "WriteErrorCounter",
-    "influx_point",
-    "line_protocol",
-    "silence_client_logging",
     "sink_from_settings",
 ]
