@@ -3,8 +3,8 @@
 One PNG with the panels that matter most (messages published and consumed, queue depths, the AI's
 decisions by agent and action over time, tokens and cost against the caps) and one HTML page
 around it with the decisions' reasoning. It reads measurement and field names from the same schema
-module the Grafana dashboards are built from (agents/core/metrics.py), so a renamed field breaks
-both the same way.
+module the Grafana dashboards are built from (agents/core/metrics/schema.py), so a renamed field
+breaks both the same way.
 
 Counts are *sums* of the count fields, not numbers of points, so the report reads both a point per
 message and per-interval aggregates (a point carrying `messages_consumed=37`).
@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.core.metrics import AI_DECISION, CONSUME, PUBLISH, QUEUE_DEPTH
-from agents.core.metrics_read import ParsedPoint, iter_file
+from agents.core.metrics.line_protocol import ParsedPoint
+from agents.core.metrics.reader import iter_file
+from agents.core.metrics.schema import AI_DECISION, CONSUME, PUBLISH, QUEUE_DEPTH
+from agents.vocab import Event
 
 if TYPE_CHECKING:
     from agents.core.settings import CommonSettings
@@ -134,12 +136,12 @@ def _decision(point: ParsedPoint, at: datetime) -> Decision:
 def log_events(path: Path, since: datetime | None) -> list[dict[str, Any]]:
     """The run's notable log lines (scenario, anomalies, dead-letters, alerts) for the page."""
     wanted = {
-        "Scenario",
-        "Scenario traffic injected",
-        "Anomaly flagged",
-        "Invalid message dead-lettered",
-        "CRITICAL system health",
-        "Agent exited unexpectedly",
+        Event.SCENARIO,
+        Event.SCENARIO_INJECTED,
+        Event.ANOMALY_FLAGGED,
+        Event.DEAD_LETTERED,
+        Event.HEALTH_CRITICAL,
+        Event.AGENT_EXITED,
     }
     events = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():

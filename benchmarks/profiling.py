@@ -9,7 +9,7 @@ from typing import Any
 # Self time is attributed to the first matching area, by file path; order matters.
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logs (JSON line per message)", ("agents/core/logs.py", "/json/")),
-    ("metrics (line protocol + file write)", ("agents/core/metrics.py", "influxdb_client")),
+    ("metrics (line protocol + file write)", ("agents/core/metrics/", "influxdb_client")),
     ("validation (pydantic BookMessage)", ("agents/messages.py", "pydantic")),
     ("AI engine (dry-run + guard)", ("agents/core/ai/",)),
     ("agent logic", ("agents/consumer.py", "agents/publisher.py")),

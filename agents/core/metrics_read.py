@@ -1,258 +1,30 @@
-"""Reading metrics back: the monitor's 5-minute summary, the publishers' queue depths and
-`agents cost report` all ask the same three questions, of InfluxDB or of the embedded file.
-
-Both readers raise `MetricsReadError` on any failure, so callers have one thing to catch and a
-clear fallback (the broker for queue depths, "unknown" for summaries).
-"""
+"""The old home of the metrics readers, kept as an alias while its importers outside the metrics
+package (publisher, monitor, the cost CLI, benchmarks, some tests) move to
+`agents.core.metrics.reader`; new code imports that module."""
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from agents.core.metrics.line_protocol import ParsedPoint, parse_line
+from agents.core.metrics.reader import (
+    Aggregate,
+    FileMetricsReader,
+    InfluxMetricsReader,
+    flux_query,
+    flux_string,
+    iter_file,
+    reader_from_settings,
+)
+from agents.ports import MetricsReadError
 
-from agents.ports import MetricsReader, MetricsReadError
-
-if TYPE_CHECKING:
-    from agents.core.settings import CommonSettings
-
-Aggregate = Literal["sum", "last", "count"]
-
-
-# --- line protocol ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParsedPoint:
-    measurement: str
-    tags: dict[str, str]
-    fields: dict[str, int | float | str | bool]
-    time_ns: int
-
-
-def _split_unescaped(text: str, sep: str, *, quotes: bool = False) -> list[str]:
-    """Split on `sep` where it is not backslash-escaped (nor inside double quotes)."""
-    parts, current, i, in_quotes = [], [], 0, False
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and i + 1 < len(text):
-            current.append(text[i : i + 2])
-            i += 2
-            continue
-        if quotes and char == '"':
-            in_quotes = not in_quotes
-        if char == sep and not in_quotes:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        i += 1
-    parts.append("".join(current))
-    return parts
-
-
-_UNESCAPE = re.compile(r"\\(.)")
-
-
-def _unescape(text: str) -> str:
-    return _UNESCAPE.sub(r"\1", text)
-
-
-def _field_value(raw: str) -> int | float | str | bool:
-    if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
-        return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    if raw in ("t", "T", "true", "True", "TRUE"):
-        return True
-    if raw in ("f", "F", "false", "False", "FALSE"):
-        return False
-    if raw.endswith(("i", "u")):
-        return int(raw[:-1])
-    return float(raw)
-
-
-def parse_line(line: str) -> ParsedPoint:
-    """Parse one line of InfluxDB line protocol (as written by influxdb-client's Point)."""
-    # Quotes only delimit string field values: a `"` in a tag is an ordinary character.
-    head, *rest = _split_unescaped(line.strip(), " ")
-    sections = _split_unescaped(" ".join(rest), " ", quotes=True)
-    if len(sections) != 2:
-        raise ValueError(f"expected 'measurement,tags fields time', got {line[:80]!r}")
-    field_text, time_text = sections
-    key_parts = _split_unescaped(head, ",")
-    tags = {}
-    for pair in key_parts[1:]:
-        key, _, value = pair.partition("=")
-        tags[_unescape(key)] = _unescape(value)
-    fields: dict[str, int | float | str | bool] = {}
-    for pair in _split_unescaped(field_text, ",", quotes=True):
-        key, _, value = pair.partition("=")
-        fields[_unescape(key)] = _field_value(value)
-    return ParsedPoint(_unescape(key_parts[0]), tags, fields, int(time_text))
-
-
-def iter_file(path: Path) -> Iterator[ParsedPoint]:
-    """Every parseable point in a line-protocol file; a torn or foreign line is skipped."""
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise MetricsReadError(f"cannot read metrics file {path}: {exc}") from exc
-    with handle:
-        for line in handle:
-            if not line.strip() or line.startswith("#"):
-                continue
-            try:
-                yield parse_line(line)
-            except ValueError:
-                continue
-
-
-class _Aggregating:
-    """The three public questions, answered by one `_aggregate` per store."""
-
-    def _aggregate(
-        self,
-        how: Aggregate,
-        measurement: str,
-        field: str,
-        since: datetime,
-        group_by: str | None,
-    ) -> dict[str, float]:
-        raise NotImplementedError
-
-    def sum_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]:
-        return self._aggregate("sum", measurement, field, since, group_by)
-
-    def last_field(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, float]:
-        return self._aggregate("last", measurement, field, since, group_by)
-
-    def count(
-        self, measurement: str, field: str, since: datetime, group_by: str | None = None
-    ) -> dict[str, int]:
-        found = self._aggregate("count", measurement, field, since, group_by)
-        return {key: int(value) for key, value in found.items()}
-
-
-class FileMetricsReader(_Aggregating):
-    """Answers from the embedded line-protocol file (INFLUXDB_URL unset)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _aggregate(
-        self,
-        how: Aggregate,
-        measurement: str,
-        field: str,
-        since: datetime,
-        group_by: str | None,
-    ) -> dict[str, float]:
-        since_ns = int(since.timestamp() * 1e9)
-        totals: dict[str, float] = defaultdict(float)
-        latest: dict[str, int] = {}
-        for point in iter_file(self.path):
-            if point.measurement != measurement or point.time_ns < since_ns:
-                continue
-            value = point.fields.get(field)
-            if value is None or isinstance(value, str):
-                continue
-            key = point.tags.get(group_by, "") if group_by else ""
-            if how == "sum":
-                totals[key] += float(value)
-            elif how == "count":
-                totals[key] += 1
-            elif point.time_ns >= latest.get(key, -1):
-                latest[key] = point.time_ns
-                totals[key] = float(value)
-        return dict(totals)
-
-
-# --- InfluxDB ---------------------------------------------------------------------------------
-
-_FLUX_STRING = re.compile(r'["\\$]')
-
-
-def flux_string(value: str) -> str:
-    """A Flux string literal (escapes quotes, backslashes and interpolation)."""
-    return '"' + _FLUX_STRING.sub(lambda m: "\\" + m.group(0), value) + '"'
-
-
-def flux_query(
-    bucket: str,
-    how: Aggregate,
-    measurement: str,
-    field: str,
-    since: datetime,
-    group_by: str | None,
-) -> str:
-    start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    group = f"[{flux_string(group_by)}]" if group_by else "[]"
-    aggregate = {"sum": "sum()", "count": "count()", "last": "last()"}[how]
-    return (
-        f"from(bucket: {flux_string(bucket)})\n"
-        f"  |> range(start: {start})\n"
-        f"  |> filter(fn: (r) => r._measurement == {flux_string(measurement)}"
-        f" and r._field == {flux_string(field)})\n"
-        f"  |> group(columns: {group})\n"
-        + ('  |> sort(columns: ["_time"])\n' if how == "last" else "")
-        + f"  |> {aggregate}"
-    )
-
-
-class InfluxMetricsReader(_Aggregating):
-    """Answers with Flux queries through influxdb-client's query API."""
-
-    def __init__(self, url: str, token: str, org: str, bucket: str, timeout_ms: int = 5_000):
-        from influxdb_client import InfluxDBClient
-
-        from agents.core.metrics import silence_client_logging
-
-        self.bucket = bucket
-        self._org = org
-        self._client = InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
-        silence_client_logging()
-
-    def _aggregate(
-        self,
-        how: Aggregate,
-        measurement: str,
-        field: str,
-        since: datetime,
-        group_by: str | None,
-    ) -> dict[str, float]:
-        query = flux_query(self.bucket, how, measurement, field, since, group_by)
-        try:
-            tables = self._client.query_api().query(query, org=self._org)
-        except Exception as exc:  # urllib3, ApiException, ...: translate once, here
-            raise MetricsReadError(
-                f"InfluxDB query failed: {type(exc).__name__}: {str(exc)[:200]}"
-            ) from None
-        result: dict[str, float] = {}
-        for table in tables:
-            for record in table.records:
-                key = str(record.values.get(group_by, "")) if group_by else ""
-                value = record.get_value()
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    result[key] = result.get(key, 0.0) + float(value)
-        return result
-
-    def close(self) -> None:
-        self._client.close()
-
-
-def reader_from_settings(settings: CommonSettings) -> MetricsReader:
-    if settings.influxdb_url:
-        token = settings.influxdb_token.get_secret_value() if settings.influxdb_token else ""
-        return InfluxMetricsReader(
-            settings.influxdb_url, token, settings.influxdb_org, settings.influxdb_bucket
-        )
-    return FileMetricsReader(settings.metrics_file)
+__all__ = [
+    "Aggregate",
+    "FileMetricsReader",
+    "InfluxMetricsReader",
+    "MetricsReadError",
+    "ParsedPoint",
+    "flux_query",
+    "flux_string",
+    "iter_file",
+    "parse_line",
+    "reader_from_settings",
+]

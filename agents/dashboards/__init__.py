@@ -12,9 +12,10 @@ Its gaps are small and contained in `common.py`: it has no InfluxDB query model 
 a four-key dict, `FluxQuery`), and its v1 `Dashboard` builder warns that v2 exists, while file
 provisioning reads v1 JSON.
 
-Every Flux query is built from the `Measurement` objects of `agents.core.metrics` (`flux.py`),
-every LogQL selector from the Promtail labels (`logql.py`), and the cost panels from the price
-table and spend-cap defaults the cost guard uses, so the dashboards follow the code they show.
+Every Flux query is built from the `Measurement` objects of `agents.core.metrics.schema`
+(`flux.py`), every LogQL selector from the Promtail labels (`logql.py`), and the cost panels from
+the price table and spend-cap defaults the cost guard uses, so the dashboards follow the code they
+show.
 """
 
 from __future__ import annotations

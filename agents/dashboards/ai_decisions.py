@@ -3,9 +3,10 @@ tokens and time."""
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.models.common import GraphDrawStyle
+from grafana_foundation_sdk.builders import table as table_builders
 
-from agents.core.metrics import AI_DECISION
+from agents.core.logs import Level
+from agents.core.metrics.schema import AI_DECISION
 from agents.dashboards import common as c
 from agents.dashboards import logql
 from agents.dashboards.flux import query, window
@@ -13,8 +14,16 @@ from agents.dashboards.flux import query, window
 UID = "books-ai-decisions"
 
 
+def _json_lines(
+    level: Level, title: str, description: str, *, max_lines: int, height: int = 10
+) -> table_builders.Panel:
+    """One level's log lines, newest first, with their JSON parsed so the context shows."""
+    expr = logql.selector(logql.eq("level", level), pipeline="| json")
+    return c.log_table(title, description, expr, max_lines=max_lines, height=height)
+
+
 def build() -> c.Dashboard:
-    decisions = (
+    decisions = c.stacked_bars(
         c.timeseries(
             "AI decisions by agent and action",
             "Decisions per minute, stacked by agent and the action it took "
@@ -29,11 +38,9 @@ def build() -> c.Dashboard:
                     steps=[window("sum")],
                 )
             ),
-        )
-        .interval("1m")
-        .draw_style(GraphDrawStyle.BARS)
-        .fill_opacity(80)
-        .stacking(c.STACKED)
+        ),
+        "1m",
+        80,
     )
     tokens = (
         c.timeseries(
@@ -57,7 +64,7 @@ def build() -> c.Dashboard:
             query(AI_DECISION, "decision_latency_ms", group_by=["agent_id"], steps=[window("mean")])
         ),
     )
-    fallbacks = (
+    fallbacks = c.stacked_bars(
         c.timeseries(
             "Fallbacks by reason",
             "Decisions answered by the default behaviour instead of the model, per minute, by "
@@ -69,24 +76,22 @@ def build() -> c.Dashboard:
                     AI_DECISION, "ai_fallback_count", group_by=["fallback"], steps=[window("sum")]
                 )
             ),
-        )
-        .interval("1m")
-        .draw_style(GraphDrawStyle.BARS)
-        .fill_opacity(80)
-        .stacking(c.STACKED)
+        ),
+        "1m",
+        80,
     )
-    reasoning = c.log_table(
+    reasoning = _json_lines(
+        Level.AI_DECISION,
         "AI reasoning",
         'The agents\' AI_DECISION log lines (Loki, {level="AI_DECISION"}), newest first: the '
         "decision, the model's reasoning and any fallback reason are in the JSON context.",
-        logql.selector(logql.eq("level", "AI_DECISION"), pipeline="| json"),
         max_lines=100,
     )
-    analyses = c.log_table(
+    analyses = _json_lines(
+        Level.AI_ANALYSIS,
         "Monitor analyses",
         'The monitor\'s AI_ANALYSIS log lines (Loki, {level="AI_ANALYSIS"}): health status, '
         "issues and suggestions.",
-        logql.selector(logql.eq("level", "AI_ANALYSIS"), pipeline="| json"),
         max_lines=50,
         height=8,
     )

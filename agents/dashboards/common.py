@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, Self, TypeVar
 
+from agents.core.metrics.schema import QUEUE_DEPTH
 from agents.dashboards import flux
 
 with warnings.catch_warnings():
@@ -34,6 +36,7 @@ with warnings.catch_warnings():
         BigValueColorMode,
         BigValueGraphMode,
         DataSourceRef,
+        GraphDrawStyle,
         GraphThresholdsStyleMode,
         LegendDisplayMode,
         LegendPlacement,
@@ -147,6 +150,13 @@ def dashboard(uid: str, title: str, description: str) -> Dashboard:
     )
 
 
+def queue_depths(step: str) -> FluxTarget:
+    """The monitor's sampled depth per queue. Queues are shared, so no agent filter applies."""
+    return influx(
+        flux.query(QUEUE_DEPTH, "queue_depth", group_by=["queue"], agent_filter=False, steps=[step])
+    )
+
+
 def fleet_cap(per_agent_default: Any, agents: int) -> float:
     """A fleet-wide cap from a per-agent settings default, rounded to whole cents' fractions."""
     return round(float(per_agent_default) * agents, 6)
@@ -156,9 +166,58 @@ Target = cogbuilder.Builder[cogvariants.Dataquery]
 TimeseriesPanel = timeseries_builders.Panel
 
 
+class _PanelBuilder(Protocol):
+    """The setters every SDK panel builder has (each returns the builder)."""
+
+    def title(self, title: str) -> Self: ...
+    def description(self, description: str) -> Self: ...
+    def datasource(self, datasource: DataSourceRef) -> Self: ...
+    def unit(self, unit: str) -> Self: ...
+    def span(self, w: int) -> Self: ...
+    def height(self, h: int) -> Self: ...
+    def with_target(self, target: Target) -> Self: ...
+
+
+PanelT = TypeVar("PanelT", bound=_PanelBuilder)
+
+
+def _panel(
+    panel: PanelT,
+    title: str,
+    description: str,
+    unit: str,
+    targets: Sequence[Target],
+    size: tuple[int, int],
+    datasource: DataSourceRef = INFLUX,
+) -> PanelT:
+    """What every panel sets: its words, unit, queries, size (width, height) and data source."""
+    width, height = size
+    panel = (
+        panel.title(title)
+        .description(description)
+        .datasource(datasource)
+        .unit(unit)
+        .span(width)
+        .height(height)
+    )
+    for target in targets:
+        panel = panel.with_target(target)
+    return panel
+
+
 def threshold_lines(mode: GraphThresholdsStyleMode) -> GraphThresholdsStyleConfig:
     """Draw the panel's thresholds on the graph (the spend caps as lines)."""
     return GraphThresholdsStyleConfig().mode(mode)
+
+
+def stacked_bars(panel: TimeseriesPanel, interval: str, opacity: int) -> TimeseriesPanel:
+    """Bars per `interval`, stacked: counts per minute (or hour) that add up to a total."""
+    return (
+        panel.interval(interval)
+        .draw_style(GraphDrawStyle.BARS)
+        .fill_opacity(opacity)
+        .stacking(STACKED)
+    )
 
 
 def timeseries(
@@ -172,15 +231,10 @@ def timeseries(
     height: int = 8,
 ) -> TimeseriesPanel:
     """A time series panel; callers add draw style, stacking or thresholds."""
-    panel = (
-        timeseries_builders.Panel()
-        .title(title)
-        .description(description)
-        .datasource(datasource)
-        .unit(unit)
+    panel = timeseries_builders.Panel()
+    return (
+        _panel(panel, title, description, unit, targets, (width, height), datasource)
         .min(0)
-        .span(width)
-        .height(height)
         .thresholds(steps)
         .legend(
             VizLegendOptions()
@@ -191,9 +245,6 @@ def timeseries(
         )
         .tooltip(VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING))
     )
-    for target in targets:
-        panel = panel.with_target(target)
-    return panel
 
 
 def stat(
@@ -205,55 +256,40 @@ def stat(
     width: int = 6,
     height: int = 5,
 ) -> stat_builders.Panel:
-    panel = (
-        stat_builders.Panel()
-        .title(title)
-        .description(description)
-        .datasource(INFLUX)
-        .unit(unit)
-        .span(width)
-        .height(height)
+    return (
+        _panel(stat_builders.Panel(), title, description, unit, targets, (width, height))
         .thresholds(steps)
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .color_mode(BigValueColorMode.VALUE)
         .graph_mode(BigValueGraphMode.NONE)
     )
-    for target in targets:
-        panel = panel.with_target(target)
-    return panel
+
+
+def _log_panel(
+    panel: PanelT, title: str, description: str, expr: str, max_lines: int, height: int
+) -> PanelT:
+    # Log lines need the width: every log panel spans the dashboard.
+    target = loki(expr, max_lines=max_lines)
+    return _panel(panel, title, description, "string", [target], (24, height), LOKI)
 
 
 def log_table(
-    title: str, description: str, expr: str, *, max_lines: int, width: int = 24, height: int = 10
+    title: str, description: str, expr: str, *, max_lines: int, height: int = 10
 ) -> table_builders.Panel:
     """Log lines as a table (time, line, labels), newest first."""
     return (
-        table_builders.Panel()
-        .title(title)
-        .description(description)
-        .datasource(LOKI)
-        .unit("string")
-        .span(width)
-        .height(height)
-        .with_target(loki(expr, max_lines=max_lines))
+        _log_panel(table_builders.Panel(), title, description, expr, max_lines, height)
         .sort_by([TableSortByFieldState().display_name("Time").desc(True)])
         .cell_height(TableCellHeight.SM)
     )
 
 
 def log_stream(
-    title: str, description: str, expr: str, *, max_lines: int, width: int = 24, height: int = 10
+    title: str, description: str, expr: str, *, max_lines: int, height: int = 10
 ) -> logs_builders.Panel:
     """A logs panel: the one that follows the shared crosshair and opens log details."""
     return (
-        logs_builders.Panel()
-        .title(title)
-        .description(description)
-        .datasource(LOKI)
-        .unit("string")
-        .span(width)
-        .height(height)
-        .with_target(loki(expr, max_lines=max_lines))
+        _log_panel(logs_builders.Panel(), title, description, expr, max_lines, height)
         .show_time(True)
         .wrap_log_message(True)
         .enable_log_details(True)
@@ -265,26 +301,17 @@ def gauge(
     title: str,
     description: str,
     unit: str,
-    *targets: Target,
+    target: Target,
+    *,
     steps: ThresholdsConfig,
     maximum: float,
     width: int = 8,
-    height: int = 8,
 ) -> gauge_builders.Panel:
-    panel = (
-        gauge_builders.Panel()
-        .title(title)
-        .description(description)
-        .datasource(INFLUX)
-        .unit(unit)
+    return (
+        _panel(gauge_builders.Panel(), title, description, unit, [target], (width, 8))
         .min(0)
         .max(maximum)
-        .span(width)
-        .height(height)
         .thresholds(steps)
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .show_threshold_markers(True)
     )
-    for target in targets:
-        panel = panel.with_target(target)
-    return panel

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.models.dashboard import DashboardCursorSync
 
-from agents.core.metrics import ERRORS, QUEUE_DEPTH
+from agents.core.logs import Level
+from agents.core.metrics.schema import ERRORS
 from agents.dashboards import common as c
 from agents.dashboards import logql
 from agents.dashboards.flux import query, rate, window
@@ -19,15 +20,7 @@ def build() -> c.Dashboard:
         "Messages waiting per queue over time (queue_depth.queue_depth, mean per window, as "
         "sampled by the monitor). Queues are shared, so the agent filters do not apply.",
         c.MESSAGES,
-        c.influx(
-            query(
-                QUEUE_DEPTH,
-                "queue_depth",
-                group_by=["queue"],
-                agent_filter=False,
-                steps=[window("mean")],
-            )
-        ),
+        c.queue_depths(window("mean")),
         width=24,
     )
     logs = c.log_stream(
@@ -55,7 +48,7 @@ def build() -> c.Dashboard:
     error_logs = c.log_stream(
         "Error logs",
         'ERROR log lines of the selected agents (Loki, {level="ERROR"}).',
-        logql.selector(logql.eq("level", "ERROR")),
+        logql.selector(logql.eq("level", Level.ERROR)),
         max_lines=200,
     )
     return (

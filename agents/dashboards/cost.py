@@ -12,7 +12,7 @@ from grafana_foundation_sdk.builders import gauge as gauge_builders
 from grafana_foundation_sdk.models.common import GraphDrawStyle, GraphThresholdsStyleMode
 
 from agents.core.ai.prices import PRICES, UNKNOWN_MODEL_PRICE, Price
-from agents.core.metrics import AI_DECISION, BUDGET
+from agents.core.metrics.schema import AI_DECISION, BUDGET
 from agents.core.settings import CommonSettings
 from agents.dashboards import common as c
 from agents.dashboards.flux import label, query, rate, reduce, window
@@ -163,7 +163,7 @@ def build() -> c.Dashboard:
         ),
         steps=c.thresholds((None, "green"), (CAP_DAY_USD * 0.8, "orange"), (CAP_DAY_USD, "red")),
     )
-    calls = (
+    calls = c.stacked_bars(
         c.timeseries(
             "AI calls per hour",
             "Requests that reached the Claude client, per hour, by mode (ai_decision.ai_call_count "
@@ -179,11 +179,9 @@ def build() -> c.Dashboard:
                     steps=[window("sum"), rate(3600)],
                 )
             ),
-        )
-        .interval("5m")
-        .draw_style(GraphDrawStyle.BARS)
-        .fill_opacity(60)
-        .stacking(c.STACKED)
+        ),
+        "5m",
+        60,
     )
     per_10min = _spend_vs_cap(
         "Spend per 10 minutes vs cap",

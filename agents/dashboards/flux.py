@@ -1,8 +1,9 @@
 """Flux queries built from the metrics schema objects, never from free-typed names.
 
-A query names its measurement as a `Measurement` from `agents.core.metrics`, and every field and
-tag it filters or groups on is checked against that object when the dashboard is generated, so a
-renamed field breaks `nox -s dashboards` instead of leaving a panel silently empty.
+A query names its measurement as a `Measurement` from `agents.core.metrics.schema`, and every
+field and tag it filters or groups on is checked against that object when the dashboard is
+generated, so a renamed field breaks `nox -s dashboards` instead of leaving a panel silently
+empty.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agents.core.metrics import COMMON_TAGS, Measurement
+from agents.core.metrics.schema import COMMON_TAGS, Measurement
 
 # Every query reads the datasource's default bucket, which provisioning sets from INFLUXDB_BUCKET
 # (the bucket the agents write to): Grafana's backend replaces `v.defaultBucket` with it, so a

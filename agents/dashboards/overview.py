@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from agents.core.metrics import CONSUME, PUBLISH, QUEUE_DEPTH
+from agents.core.metrics.schema import CONSUME, PUBLISH, Measurement
 from agents.dashboards import common as c
 from agents.dashboards import logql
 from agents.dashboards.flux import query, rate, reduce, window
 
 UID = "books-overview"
+
+
+def _per_queue(
+    ref_id: str, measurement: Measurement, *fields: str, steps: list[str]
+) -> c.FluxTarget:
+    """One series per field and queue (publish and consume alike)."""
+    return c.influx(query(measurement, *fields, group_by=["_field", "queue"], steps=steps), ref_id)
+
+
+def _percentiles(ref_id: str, measurement: Measurement, summary: str) -> c.FluxTarget:
+    """A duration summary's p50 and p99 per queue, the worst of each window: percentiles do not
+    add up across intervals or agents."""
+    stats = measurement.summary_fields(summary)
+    return _per_queue(ref_id, measurement, stats["p50"], stats["p99"], steps=[window("max")])
 
 
 def build() -> c.Dashboard:
@@ -18,24 +32,8 @@ def build() -> c.Dashboard:
         "interval (1 s); the panel sums them per window and divides by its length, so the "
         "scale does not change with the zoom.",
         c.MSG_PER_S,
-        c.influx(
-            query(
-                PUBLISH,
-                "messages_published",
-                group_by=["_field", "queue"],
-                steps=[window("sum"), rate(1)],
-            ),
-            "A",
-        ),
-        c.influx(
-            query(
-                CONSUME,
-                "messages_consumed",
-                group_by=["_field", "queue"],
-                steps=[window("sum"), rate(1)],
-            ),
-            "B",
-        ),
+        _per_queue("A", PUBLISH, "messages_published", steps=[window("sum"), rate(1)]),
+        _per_queue("B", CONSUME, "messages_consumed", steps=[window("sum"), rate(1)]),
         width=16,
     )
     durations = c.timeseries(
@@ -45,26 +43,8 @@ def build() -> c.Dashboard:
         "interval; percentiles do not add up across intervals or agents, so each window shows "
         "the worst (max) of them, an upper bound rather than a fleet-wide percentile.",
         c.MS,
-        c.influx(
-            query(
-                PUBLISH,
-                "publish_duration_ms_p50",
-                "publish_duration_ms_p99",
-                group_by=["_field", "queue"],
-                steps=[window("max")],
-            ),
-            "A",
-        ),
-        c.influx(
-            query(
-                CONSUME,
-                "processing_duration_ms_p50",
-                "processing_duration_ms_p99",
-                group_by=["_field", "queue"],
-                steps=[window("max")],
-            ),
-            "B",
-        ),
+        _percentiles("A", PUBLISH, "publish_duration_ms"),
+        _percentiles("B", CONSUME, "processing_duration_ms"),
         width=24,
     )
     depths = c.gauge(
@@ -72,15 +52,7 @@ def build() -> c.Dashboard:
         "Messages waiting in each queue, as last sampled by the monitor "
         "(queue_depth.queue_depth). Queues are shared, so the agent filters do not apply.",
         c.MESSAGES,
-        c.influx(
-            query(
-                QUEUE_DEPTH,
-                "queue_depth",
-                group_by=["queue"],
-                agent_filter=False,
-                steps=[reduce("last")],
-            )
-        ),
+        c.queue_depths(reduce("last")),
         steps=c.thresholds((None, "green"), (100, "orange"), (500, "red")),
         maximum=1000,
         width=8,

@@ -11,7 +11,7 @@ import yaml
 from dashboard_queries import DATASOURCES_DIR, FIXTURE, ROOT, flux_refs, read_line_protocol
 from test_query_syntax import check, node  # noqa: F401 (the fixture, shared)
 
-from agents.core.metrics import BUDGET
+from agents.core.metrics.schema import BUDGET
 from agents.dashboards import cost
 from agents.dashboards.flux import query
 

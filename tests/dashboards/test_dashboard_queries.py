@@ -14,7 +14,6 @@ from dashboard_queries import (
     FIXTURE,
     FLUX_COLUMNS,
     PROMTAIL_CONFIG,
-    LinePoint,
     Query,
     as_grafana_sends,
     bucket_expressions,
@@ -29,7 +28,8 @@ from dashboard_queries import (
 )
 
 from agents.core.logs import Level
-from agents.core.metrics import COMMON_TAGS, SCHEMA
+from agents.core.metrics.line_protocol import ParsedPoint
+from agents.core.metrics.schema import COMMON_TAGS, SCHEMA
 from agents.core.settings import CommonSettings
 
 DASHBOARDS = load_dashboards()
@@ -177,7 +177,7 @@ def test_fixture_says_how_it_was_produced_and_fits_the_schema() -> None:
         assert set(p.fields) <= set(m.fields), p
 
 
-def missing_series(text: str, points: list[LinePoint]) -> list[str]:
+def missing_series(text: str, points: list[ParsedPoint]) -> list[str]:
     """What a Flux query filters or groups on that no point in `points` has."""
     refs = flux_refs(as_grafana_sends(text, BUCKET))
     if not refs.measurements:

@@ -9,7 +9,7 @@ import pytest
 from dashboard_queries import load_dashboards, panels
 
 from agents.core.ai.prices import PRICES, price_for
-from agents.core.metrics import PUBLISH
+from agents.core.metrics.schema import PUBLISH
 from agents.core.settings import CommonSettings
 from agents.dashboards import flux, logql
 

@@ -8,20 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.core.metrics import (
-    AI_DECISION,
-    ANOMALY,
-    CONSUME,
-    PUBLISH,
-    QUEUE_DEPTH,
-    SCHEMA,
-    FileSink,
-    MemorySink,
-    Metrics,
-    influx_point,
-    line_protocol,
-)
-from agents.core.metrics_read import FileMetricsReader, flux_query, flux_string, parse_line
+from agents.core.metrics.line_protocol import influx_point, line_protocol, parse_line
+from agents.core.metrics.reader import FileMetricsReader, flux_query, flux_string
+from agents.core.metrics.recorder import Metrics
+from agents.core.metrics.schema import AI_DECISION, ANOMALY, CONSUME, PUBLISH, QUEUE_DEPTH, SCHEMA
+from agents.core.metrics.sinks import FileSink, MemorySink
 from agents.ports import MetricPoint
 
 TAGS = {"agent_id": "publisher-1", "agent_type": "publisher"}

@@ -13,8 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.core.clock import FakeClock
-from agents.core.metrics import ANOMALY, CONSUME, PUBLISH, Aggregator, FileSink, MemorySink, Metrics
-from agents.core.metrics_read import FileMetricsReader, parse_line
+from agents.core.metrics.aggregate import Aggregator
+from agents.core.metrics.line_protocol import parse_line
+from agents.core.metrics.reader import FileMetricsReader
+from agents.core.metrics.recorder import Metrics
+from agents.core.metrics.schema import ANOMALY, CONSUME, PUBLISH
+from agents.core.metrics.sinks import FileSink, MemorySink
 from agents.ports import MetricPoint
 
 BASE = {"agent_id": "consumer-1", "agent_type": "consumer"}

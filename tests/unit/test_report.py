@@ -8,9 +8,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.core.metrics import CONSUME, PUBLISH, line_protocol
+from agents.core.metrics.line_protocol import line_protocol
+from agents.core.metrics.schema import CONSUME, PUBLISH
 from agents.ports import MetricPoint
 from agents.report import load_run, render
+from agents.vocab import Event
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "metrics-sample.lp"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +27,7 @@ def test_a_fixture_run_renders_with_every_series_non_empty(tmp_path: Path) -> No
                 "level": "WARNING",
                 "agent_id": "consumer-1",
                 "agent_type": "consumer",
-                "message": "Anomaly flagged",
+                "message": Event.ANOMALY_FLAGGED,
                 "context": {"queue": "fictional", "priority": 5},
             }
         )
@@ -34,7 +36,7 @@ def test_a_fixture_run_renders_with_every_series_non_empty(tmp_path: Path) -> No
     png, page, data = render(FIXTURE, tmp_path / "report", (0.10, 0.45), log_file=log)
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000
     html = page.read_text()
-    assert "data:image/png;base64," in html and "Anomaly flagged" in html
+    assert "data:image/png;base64," in html and Event.ANOMALY_FLAGGED in html
     series = data.series()
     assert set(series) >= {
         "published",
