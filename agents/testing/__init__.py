@@ -192,3 +192,16 @@ class MemoryBroker:
 
 def bodies(items: Iterable[Published]) -> list[bytes]:
     return [item.body for item in items]
+
+
+# Log capture and the environment cleaner have their own modules; re-exported so tests,
+# benchmarks and tools import every test helper from one place.
+from agents.testing.env import AGENT_VARIABLES as AGENT_VARIABLES  # noqa: E402
+from agents.testing.env import AI_VARIABLES as AI_VARIABLES  # noqa: E402
+from agents.testing.env import clean_env as clean_env  # noqa: E402
+from agents.testing.logs import Event as Event  # noqa: E402
+from agents.testing.logs import LogCapture as LogCapture  # noqa: E402
+from agents.testing.logs import capture_logs as capture_logs  # noqa: E402
+from agents.testing.logs import parse_line as parse_line  # noqa: E402
+from agents.testing.logs import parse_lines as parse_lines  # noqa: E402
+from agents.testing.logs import select as select  # noqa: E402

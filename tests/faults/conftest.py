@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from .toolkit.ledger import summary_line
 from .toolkit.rabbit import QueueInspector
+from .toolkit.report import SUMMARIES, FaultReport
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "faults.json"
-_SUMMARIES = pytest.StashKey[list[dict[str, Any]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "long_fault: a fault scenario longer than a couple of minutes (nox -s faults)"
     )
-    config.stash[_SUMMARIES] = []
+    config.stash[SUMMARIES] = []
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -48,7 +46,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    summaries = config.stash.get(_SUMMARIES, [])
+    summaries = config.stash.get(SUMMARIES, [])
     if not config.getoption("--run-long-faults", default=False) or not summaries:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -77,24 +75,6 @@ def _previous_scenarios() -> list[tuple[dict[str, Any], str]]:
         return []
     at = str(document.get("generated_at", ""))
     return [(s, at) for s in document.get("scenarios", []) if isinstance(s, dict)]
-
-
-class FaultReport:
-    """Collects one summary per scenario; printed as one line and kept for faults.json."""
-
-    def __init__(self, config: pytest.Config, test_name: str) -> None:
-        self._summaries = config.stash[_SUMMARIES]
-        self._test = test_name
-        self._started = time.monotonic()
-
-    def add(self, summary: dict[str, Any]) -> None:
-        summary = {
-            **summary,
-            "test": self._test,
-            "duration_s": round(time.monotonic() - self._started, 1),
-        }
-        self._summaries.append(summary)
-        print(summary_line(summary))
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 
 from agents.cli import main
 from agents.core.settings import SETTINGS_BY_TYPE, FleetSettings
-from tests.conftest import management
+from tests.support.rabbit import management
 
 pytestmark = pytest.mark.faults
 

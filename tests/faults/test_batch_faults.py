@@ -35,14 +35,14 @@ from typing import Any
 import pytest
 
 from agents.core.broker import declare_topology
+from tests.support.waiting import wait_until
 
-from .conftest import FaultReport
 from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.ledger import CONSUMED, MAIN_QUEUES, Ledger
 from .toolkit.procs import AgentProcess, Fleet, agent_env, consumer_env, fleet
 from .toolkit.rabbit import QueueInspector, close_agent_connection
+from .toolkit.report import FaultReport
 from .toolkit.scenario import assert_no_loss, run_fleet_scenario, settled
-from .toolkit.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 

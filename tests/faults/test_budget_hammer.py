@@ -30,10 +30,10 @@ import pytest
 from agents.core.ai.guard import GuardLimits
 from agents.core.ai.ledger import RedisLedger, SqliteLedger, max_window_sum
 from agents.ports import Entry, Ledger
+from tests.support.waiting import wait_until
 
-from .conftest import FaultReport
 from .toolkit.ledger_worker import main as worker_main
-from .toolkit.waiting import wait_until
+from .toolkit.report import FaultReport
 
 pytestmark = [pytest.mark.faults]
 

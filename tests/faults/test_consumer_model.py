@@ -56,10 +56,10 @@ from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
+from tests.support.waiting import wait_until
 
 from .toolkit.ledger import MAIN_QUEUES
 from .toolkit.rabbit import QueueInspector, management
-from .toolkit.waiting import wait_until
 from .toolkit.wire import WireSpy, spy_on_pika
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]

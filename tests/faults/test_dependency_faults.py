@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import FaultReport
+from tests.support.waiting import wait_until
+
 from .toolkit.fake_anthropic import BEHAVIOURS, INJECTION_MARKER, FakeAnthropic
 from .toolkit.fake_influx import FakeInflux
 from .toolkit.ledger import parse_ts
 from .toolkit.procs import Fleet
 from .toolkit.rabbit import QueueInspector
+from .toolkit.report import FaultReport
 from .toolkit.scenario import assert_no_loss, consumed_count, run_fleet_scenario
-from .toolkit.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 

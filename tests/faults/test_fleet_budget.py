@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
-from .conftest import FaultReport
+from tests.support.waiting import wait_until
+
 from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.procs import AgentProcess, Fleet, agent_env, consumer_env, fleet, publisher_env
-from .toolkit.waiting import wait_until
+from .toolkit.report import FaultReport
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 

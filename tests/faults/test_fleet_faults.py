@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleetproc import fleet_process
+from tests.support.fleet import fleet_process
+from tests.support.waiting import wait_until
 
-from .conftest import FaultReport
 from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.procs import Fleet
 from .toolkit.rabbit import QueueInspector, agent_connections, close_connections
+from .toolkit.report import FaultReport
 from .toolkit.scenario import assert_no_loss, consumed_count, run_fleet_scenario
-from .toolkit.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 

@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.waiting import wait_until
+
 from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.ledger import DEAD_LETTER_QUEUE
 from .toolkit.procs import AgentProcess, agent_env, consumer_env, fleet
 from .toolkit.rabbit import QueueInspector, Raw
-from .toolkit.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 

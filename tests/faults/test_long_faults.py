@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FaultReport
+from tests.support.waiting import wait_until
+
 from .toolkit.ledger import Ledger
 from .toolkit.procs import Fleet, agent_env, consumer_env, fleet, publisher_env
 from .toolkit.rabbit import HOST, PORT, QueueInspector, agent_connections, close_connections
+from .toolkit.report import FaultReport
 from .toolkit.scenario import assert_no_loss, consumed_count, run_fleet_scenario, settled
-from .toolkit.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq, pytest.mark.long_fault]
 

@@ -17,7 +17,7 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, Delivery, PublishError
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
-from tests.conftest import drain_queue
+from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 

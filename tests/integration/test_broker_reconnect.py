@@ -25,7 +25,7 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, Delivery, PublishError
 from agents.vocab import EXCHANGE
-from tests.conftest import RABBIT_HOST, management
+from tests.support.rabbit import RABBIT_HOST, management
 
 PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itself must not leak it
 

@@ -15,7 +15,7 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, TopologyError
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, EXCHANGE, QUEUES
-from tests.conftest import management
+from tests.support.rabbit import management
 
 pytestmark = pytest.mark.rabbitmq
 

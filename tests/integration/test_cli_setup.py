@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
-from tests.conftest import RABBIT_HOST, management
+from tests.support.rabbit import RABBIT_HOST, management
 
 SECRET = "Cli-Secret-Pa55-91c"
 REPO = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ from agents.messages import Catalogue
 from agents.ports import Delivery
 from agents.testing import ScriptedClient, consumer_reply
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
-from tests.conftest import drain_queue
+from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -22,9 +22,9 @@ from agents.core.broker import connection_parameters, declare_topology
 from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
-from tests.conftest import drain_queue, management
-from tests.fleetproc import fleet_process
 from tests.integration.test_shutdown_agent import BlackHole
+from tests.support.fleet import fleet_process
+from tests.support.rabbit import drain_queue, management
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40

@@ -26,7 +26,7 @@ from agents.provision import (
     main,
 )
 from agents.vocab import DEAD_LETTER_QUEUE, EXCHANGE
-from tests.conftest import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
+from tests.support.rabbit import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -19,7 +19,7 @@ from agents.core.settings import PublisherSettings, load_settings
 from agents.messages import parse_book
 from agents.publisher import Publisher
 from agents.testing import ScriptedClient, publisher_reply
-from tests.conftest import drain_queue
+from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 

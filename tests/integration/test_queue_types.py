@@ -28,7 +28,7 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, QueueType, load_settings
 from agents.ports import Delivery, TopologyError
 from agents.vocab import DEAD_LETTER_QUEUE, REJECT_REASON_HEADER
-from tests.conftest import drain_queue, management
+from tests.support.rabbit import drain_queue, management
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -23,8 +23,8 @@ import pytest
 
 from agents.core.settings import BrokerSettings, load_settings
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
-from tests.conftest import drain_queue
 from tests.integration.test_record_path import record_through_fake
+from tests.support.rabbit import drain_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "scenarios.json"

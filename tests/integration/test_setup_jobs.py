@@ -17,8 +17,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from agents.vocab import DEAD_LETTER_QUEUE, QUEUES
-from tests.conftest import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
 from tests.stack.stackfiles import service_env, services
+from tests.support.rabbit import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
 from tests.unit.test_provision_influxdb import FakeInflux
 
 BIN = str(Path(sys.executable).parent)

@@ -31,8 +31,8 @@ from agents.messages import Catalogue
 from agents.ports import Delivery, MetricPoint
 from agents.runtime import StopFlag, install_signal_handlers
 from agents.testing import ScriptedClient, consumer_reply
-from tests.conftest import drain_queue
 from tests.faults.toolkit.fake_influx import FakeInflux
+from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -25,7 +25,7 @@ import pytest
 
 from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES, connection_parameters
 from agents.core.settings import BrokerSettings, load_settings
-from tests.conftest import drain_queue, management
+from tests.support.rabbit import drain_queue, management
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 20

@@ -24,7 +24,8 @@ from faults.toolkit.fake_anthropic import FakeAnthropic
 from faults.toolkit.fake_influx import FakeInflux
 from faults.toolkit.procs import agent_env, read_lines
 from faults.toolkit.rabbit import agent_connections, dedicated_user
-from faults.toolkit.waiting import wait_until
+
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.faults]
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.waiting import wait_until
+
 from .rabbit import HOST, PORT
-from .waiting import wait_until
 
 # Variables the agents read that must not leak in from the developer's shell.
 _SCRUB_PREFIXES = (

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.waiting import wait_until
+
 from .ledger import MAIN_QUEUES, Ledger
 from .procs import Fleet, agent_env, consumer_env, fleet, publisher_env
 from .rabbit import QueueInspector
-from .waiting import wait_until
 
 Injector = Callable[[Fleet], list[float]]
 

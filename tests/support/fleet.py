@@ -4,7 +4,6 @@ collected on a thread so a test can wait on them, and a guaranteed cleanup of th
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from agents.testing import parse_line
 
 Line = dict[str, Any]
 
@@ -34,7 +35,7 @@ class RunningFleet:
         for raw in iter(stream.readline, ""):
             self.raw.append(raw)
             with contextlib.suppress(ValueError):
-                self.lines.append(json.loads(raw))
+                self.lines.append(parse_line(raw))
 
     def _read_err(self, stream: Any) -> None:
         self.stderr = stream.read()

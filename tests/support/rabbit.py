@@ -1,0 +1,132 @@
+"""RabbitMQ from the outside: the management HTTP API, a throwaway vhost per test, and a plain
+pika connection that reads queues, so the code under test is never what checks itself."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+import uuid
+from base64 import b64encode
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import pika
+import pytest
+
+from agents.core.broker import connection_parameters
+from agents.core.settings import CommonSettings
+
+RABBIT_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
+RABBIT_PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
+MGMT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{RABBIT_HOST}:15672")
+MGMT_AUTH = "Basic " + b64encode(b"guest:guest").decode()
+
+_rabbit_ok: bool | None = None
+_management_ok: bool | None = None
+
+
+def management(method: str, path: str, body: Any = None) -> Any:
+    """Call the RabbitMQ management HTTP API as guest; returns parsed JSON (or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        MGMT_URL + path,
+        data=data,
+        method=method,
+        headers={"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def rabbit_reachable() -> bool:
+    """Whether the AMQP port answers (asked once per session)."""
+    global _rabbit_ok
+    if _rabbit_ok is None:
+        try:
+            with socket.create_connection((RABBIT_HOST, RABBIT_PORT), timeout=2):
+                _rabbit_ok = True
+        except OSError:
+            _rabbit_ok = False
+    return _rabbit_ok
+
+
+def management_reachable() -> bool:
+    """The tests make a vhost per test through the management plugin's HTTP API."""
+    global _management_ok
+    if _management_ok is None:
+        try:
+            management("GET", "/api/overview")
+            _management_ok = True
+        except (OSError, ValueError):  # URLError, HTTPError and refused connections are OSErrors
+            _management_ok = False
+    return _management_ok
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """One line, no traceback: a skip on a laptop, a failure under CI (where it must be there)."""
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def require_rabbitmq() -> None:
+    if not rabbit_reachable():
+        skip_or_fail(
+            f"RabbitMQ not reachable at {RABBIT_HOST}:{RABBIT_PORT} "
+            "(start it: rabbitmq-server -detached)"
+        )
+    if not management_reachable():
+        skip_or_fail(
+            f"RabbitMQ management API not reachable at {MGMT_URL} "
+            "(enable it: rabbitmq-plugins enable rabbitmq_management)"
+        )
+
+
+@contextlib.contextmanager
+def fresh_vhost() -> Iterator[str]:
+    """A brand-new vhost with guest permissions, deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    management("PUT", f"/api/vhosts/{name}")
+    management(
+        "PUT",
+        f"/api/permissions/{name}/guest",
+        {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(urllib.error.URLError):
+            management("DELETE", f"/api/vhosts/{name}")
+
+
+def vhost_env(vhost: str) -> dict[str, str]:
+    """Environment pointing agents at `vhost` as guest, with AI in dry-run."""
+    return {
+        "RABBITMQ_HOST": RABBIT_HOST,
+        "RABBITMQ_PORT": str(RABBIT_PORT),
+        "RABBITMQ_USER": "guest",
+        "RABBITMQ_PASS": "guest",
+        "RABBITMQ_VHOST": vhost,
+        "DRY_RUN": "true",
+    }
+
+
+def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, bytes]]:
+    """Everything currently in `queue` as (method, properties, body), read and acked over a
+    separate plain pika connection, so the code under test is not what checks itself."""
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        found = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return found
+            found.append((method, properties, body))
+    finally:
+        connection.close()
