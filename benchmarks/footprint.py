@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from agents.testing import clean_env
 from benchmarks.load import REPO, agent_env, stop_processes
 
 TYPES = ("publisher", "consumer", "monitor")
@@ -96,9 +97,9 @@ def measure(
 
     agent_id = f"{kind}-1" if kind != "monitor" else "monitor-1"
     log_path = workdir / f"footprint-{kind}-{mode}-{uuid.uuid4().hex[:6]}.log"
-    env = agent_env(vhost, workdir, agent_id)
-    env.pop("ANTHROPIC_BASE_URL", None)
-    env.pop("CASSETTES_DIR", None)
+    env = clean_env(
+        agent_env(vhost, workdir, agent_id), drop=("ANTHROPIC_BASE_URL", "CASSETTES_DIR")
+    )
     env.update(mode_env(mode, claude_url))
     env.update({"PROCESSING_TIME_MS": "0", "PYTHONDONTWRITEBYTECODE": "1"})
     with log_path.open("wb") as log:

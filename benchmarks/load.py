@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agents.testing import clean_env
 from benchmarks import rabbit, stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,8 +143,7 @@ class DepthSampler:
 
 
 def agent_env(vhost: str, workdir: Path, agent_id: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "INFLUXDB_"))}
-    env.pop("ANTHROPIC_API_KEY", None)
+    env = clean_env(drop=("RABBITMQ_*", "INFLUXDB_*", "ANTHROPIC_API_KEY"))
     env.update(
         {
             "RABBITMQ_HOST": rabbit.HOST,

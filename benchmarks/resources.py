@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agents.testing import clean_env
 from benchmarks import rabbit
 from benchmarks.load import REPO, agent_env
 
@@ -24,8 +25,7 @@ def fleet_rss(vhost: str, seconds: float) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         workdir = Path(tmp)
-        env = agent_env(vhost, workdir, "fleet")
-        env.pop("DRY_RUN", None)
+        env = clean_env(agent_env(vhost, workdir, "fleet"), drop=("DRY_RUN",))
         log = workdir / "fleet.log"
         fleet = subprocess.Popen(
             [sys.executable, "-m", "agents", "run", "--log-file", str(log)],

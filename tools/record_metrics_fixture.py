@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import pika
+
+from agents.testing import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MGMT = "http://127.0.0.1:15672"
@@ -162,11 +163,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fixture-run-"))
     metrics_file = workdir / "metrics.lp"
     env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("INFLUXDB_", "ANTHROPIC_", "BUDGET_", "FLEET_"))
-        },
+        **clean_env(drop=("INFLUXDB_*", "ANTHROPIC_*", "BUDGET_*", "FLEET_*")),
         "ANTHROPIC_API_KEY": "fixture-run-not-a-real-key",
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{server.server_port}",
         "DRY_RUN": "false",

@@ -54,8 +54,8 @@ def select(
     return [
         event
         for event in events
-        if (message is None or event.get("message") == message)
-        and (level is None or event.get("level") == level)
+        if (message is None or event["message"] == message)
+        and (level is None or event["level"] == level)
     ]
 
 

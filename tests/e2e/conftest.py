@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from agents.testing import clean_env
 from tests.e2e.engine import engine_problem as _probe
 from tests.e2e.lifecycle import StackError, brought_up, prepare_images
 from tests.stack.stackfiles import (
@@ -128,7 +129,7 @@ class Stack:
     def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         # Variables exported in the shell win over --env-file in Compose: drop them all, so an
         # ANTHROPIC_API_KEY in a developer's shell can never make this run spend money.
-        clean = {k: v for k, v in os.environ.items() if k not in referenced_variables()}
+        clean = clean_env(drop=referenced_variables())
         return subprocess.run(
             self.command(*args),
             env=clean,

@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from agents.cli import main
 from agents.core.settings import SETTINGS_BY_TYPE, FleetSettings
+from tests.support.env import scrub_env
 from tests.support.rabbit import management
 
 pytestmark = pytest.mark.faults
@@ -126,9 +127,14 @@ def test_every_variable_is_covered() -> None:
 
 
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for cls in SETTINGS_BY_TYPE.values():
-        for name, info in cls.model_fields.items():
-            monkeypatch.delenv(variable(name, info), raising=False)
+    scrub_env(
+        monkeypatch,
+        {
+            variable(name, info)
+            for cls in SETTINGS_BY_TYPE.values()
+            for name, info in cls.model_fields.items()
+        },
+    )
 
 
 @pytest.mark.parametrize(("agent_type", "var", "bad"), _params())

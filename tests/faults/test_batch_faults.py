@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from agents.core.broker import declare_topology
+from agents.testing import parse_lines
 from tests.support.waiting import wait_until
 
 from .toolkit.fake_anthropic import FakeAnthropic
@@ -304,7 +305,7 @@ def test_bad_settings_stop_the_fleet_before_anything_is_published(
         out, err = proc.communicate()
     took = time.monotonic() - started
     ledger = Ledger()
-    lines = [json.loads(raw) for raw in out.decode(errors="replace").splitlines() if raw[:1] == "{"]
+    lines = parse_lines(out, only_json=True)
     ledger.add_lines(lines, "agents-run")
     ledger.read_queues(inspector)
     summary = {

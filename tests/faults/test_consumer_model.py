@@ -22,7 +22,6 @@ Duplicates (an id handled again after a redelivery) are allowed, and counted.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import random
@@ -51,10 +50,10 @@ from agents.consumer import Consumer
 from agents.core.ai.schemas import ConsumerDecision, default_consumer
 from agents.core.broker import RabbitBroker
 from agents.core.clock import FakeClock, SystemClock
-from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
+from agents.testing import LogCapture
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
 from tests.support.waiting import wait_until
 
@@ -98,7 +97,7 @@ class Live:
     broker: RabbitBroker
     engine: ForcedEngine
     clock: FakeClock
-    out: io.StringIO
+    out: LogCapture
     dead: bool = False
 
 
@@ -112,10 +111,6 @@ class Findings:
     dead_lettered: Counter[str] = field(default_factory=Counter)
     pending: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
-
-
-def _lines(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
 
 
 def _drop_socket(broker: RabbitBroker) -> None:
@@ -171,8 +166,8 @@ class ConsumerModel(RuleBasedStateMachine):
             dry_run=True,
         )
         clock = FakeClock()
-        out = io.StringIO()
-        logger = JsonLogger(name, "consumer", stream=out, clock=clock)
+        out = LogCapture()
+        logger = out.logger(name, "consumer", clock=clock)
         broker = RabbitBroker(settings, logger, SystemClock(), max_backoff=0.2)
         broker.connect()
         engine = ForcedEngine()
@@ -189,7 +184,7 @@ class ConsumerModel(RuleBasedStateMachine):
             live.consumer.pump(0.03)
 
     def _all_lines(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(c.name, line) for c in [*self.gone, *self.live] for line in _lines(c.out)]
+        return [(c.name, line) for c in [*self.gone, *self.live] for line in c.out.events]
 
     def _handled_now(self) -> set[str]:
         handled = {

@@ -229,14 +229,11 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
     """A reply cannot really use more output tokens than MAX_TOKENS, nor more input tokens than
     the prompt has: usage beyond the reservation is a lie (or a proxy bug), and charging it would
     let one bad reply lock the agent out of the AI for an hour and poison the cost dashboards."""
-    import io
-    import json as json_
-
     from agents.core.ai import build_engine
     from agents.core.clock import FakeClock
-    from agents.core.logs import JsonLogger
     from agents.core.metrics import MemorySink, Metrics
     from agents.core.settings import ConsumerSettings, load_settings
+    from agents.testing import LogCapture
 
     with FakeAnthropic(["huge_usage", "ok"]) as claude:
         settings = load_settings(
@@ -246,16 +243,15 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
             ai_call_interval_seconds=1,
             dry_run=False,
         )
-        out = io.StringIO()
+        out = LogCapture()
         clock = FakeClock()
-        logger = JsonLogger("consumer-1", "consumer", stream=out)
+        logger = out.logger("consumer-1", "consumer")
         engine = build_engine(
             settings, logger, Metrics(MemorySink(), "consumer-1", "consumer"), clock
         )
         first = engine.decide_consumer("fictional", 3, 0)
         clock.advance(2)
         second = engine.decide_consumer("fictional", 3, 0)
-    decisions = [json_.loads(raw) for raw in out.getvalue().splitlines()]
-    decisions = [d["context"] for d in decisions if d["level"] == "AI_DECISION"]
+    decisions = [d["context"] for d in out.where(level="AI_DECISION")]
     assert first.action == "process" and second.fallback is None, second
     assert decisions[0]["cost_usd"] <= MAX_COST_PER_CALL, decisions[0]

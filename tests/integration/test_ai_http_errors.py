@@ -16,10 +16,7 @@ from agents.core.settings import PublisherSettings, load_settings
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_ai_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ANTHROPIC_API_KEY", "DRY_RUN", "CLAUDE_MODEL", "CASSETTES_DIR", "MAX_TOKENS"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_ambient_ai")
 
 
 def _raise(exc: Exception) -> Handler:

@@ -21,14 +21,15 @@ from agents.core.settings import (
     PublisherSettings,
     load_settings,
 )
+from agents.testing import AI_VARIABLES
+from tests.support.env import scrub_env
 
 REPO_CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ANTHROPIC_API_KEY", "DRY_RUN", "CLAUDE_MODEL", "CASSETTES_DIR", "MAX_TOKENS"):
-        monkeypatch.delenv(name, raising=False)
+    scrub_env(monkeypatch, AI_VARIABLES)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("replay tried to open a network connection")

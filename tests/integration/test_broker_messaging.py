@@ -3,8 +3,6 @@ dead-lettering. Messages are inspected with plain pika, independently of the cod
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +14,7 @@ from agents.core.broker import RabbitBroker, connection_parameters
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, Delivery, PublishError
+from agents.testing import LogCapture
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.support.rabbit import drain_queue
 
@@ -30,21 +29,16 @@ def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
 
 
 @pytest.fixture
-def logs() -> io.StringIO:
-    return io.StringIO()
+def logs() -> LogCapture:
+    return LogCapture()
 
 
 @pytest.fixture
-def broker(settings: BrokerSettings, logs: io.StringIO) -> Iterator[RabbitBroker]:
+def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]:
     broker = RabbitBroker(settings, JsonLogger("consumer-9", "consumer", stream=logs))
     broker.connect()
     yield broker
     broker.close()
-
-
-def log_lines(logs: io.StringIO, level: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
-    return [line for line in lines if line["level"] == level]
 
 
 def pump_until(broker: RabbitBroker, done: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -138,7 +132,7 @@ def test_prefetch_bounds_unacked_deliveries(broker: RabbitBroker) -> None:
 
 
 def test_a_rejected_message_reaches_the_dead_letter_queue_with_its_reason(
-    broker: RabbitBroker, settings: BrokerSettings, logs: io.StringIO
+    broker: RabbitBroker, settings: BrokerSettings, logs: LogCapture
 ) -> None:
     broker.publish("fictional", b'{"title": 42}', message_id="bad-1", headers={"genre": "x"})
     seen: list[Delivery] = []
@@ -162,7 +156,7 @@ def test_a_rejected_message_reaches_the_dead_letter_queue_with_its_reason(
     assert props.headers["x-original-routing-key"] == "fictional"
     assert props.headers["genre"] == "x"
     assert drain(settings, "fictional") == []  # rejected means gone, not requeued
-    [warning] = log_lines(logs, "WARNING")
+    [warning] = logs.where(level="WARNING")
     assert warning["context"]["reason"] == "validation: title must be a string"
     assert warning["context"]["message_id"] == "bad-1"
 
@@ -205,7 +199,7 @@ def test_requeue_redelivers(broker: RabbitBroker) -> None:
 
 
 def test_a_failing_handler_is_retried_once_then_dead_lettered(
-    broker: RabbitBroker, settings: BrokerSettings, logs: io.StringIO
+    broker: RabbitBroker, settings: BrokerSettings, logs: LogCapture
 ) -> None:
     broker.publish("fictional", b"{}", message_id="poison-1")
     calls: list[Delivery] = []
@@ -221,7 +215,7 @@ def test_a_failing_handler_is_retried_once_then_dead_lettered(
     assert [(d.redelivered, d.outcome) for d in calls] == [(False, "requeue"), (True, "reject")]
     [(_, props, _)] = drain(settings, DEAD_LETTER_QUEUE)
     assert props.headers["x-reject-reason"] == "handler error: ValueError: boom"
-    errors = log_lines(logs, "ERROR")
+    errors = logs.where(level="ERROR")
     assert [e["message"] for e in errors] == ["message handler failed"] * 2
     assert errors[0]["context"]["error"] == {"type": "ValueError", "message": "boom"}
 

@@ -6,15 +6,12 @@ Connections are closed only in the test's own vhost, since other tests share the
 
 from __future__ import annotations
 
-import io
-import json
 import shutil
 import socket
 import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pika
 import pytest
@@ -24,6 +21,7 @@ from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, Delivery, PublishError
+from agents.testing import LogCapture
 from agents.vocab import EXCHANGE
 from tests.support.rabbit import RABBIT_HOST, management
 
@@ -36,23 +34,18 @@ def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
 
 
 @pytest.fixture
-def logs() -> io.StringIO:
-    return io.StringIO()
+def logs() -> LogCapture:
+    return LogCapture()
 
 
 @pytest.fixture
-def broker(settings: BrokerSettings, logs: io.StringIO) -> Iterator[RabbitBroker]:
+def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]:
     broker = RabbitBroker(
         settings, JsonLogger("consumer-9", "consumer", stream=logs), max_backoff=0.2
     )
     broker.connect()
     yield broker
     broker.close()
-
-
-def log_lines(logs: io.StringIO, level: str | None = None) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
-    return [line for line in lines if level is None or line["level"] == level]
 
 
 def pump_until(broker: RabbitBroker, done: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -103,7 +96,7 @@ def closed_port() -> int:
 
 @pytest.mark.rabbitmq
 def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
-    broker: RabbitBroker, settings: BrokerSettings, vhost: str, logs: io.StringIO
+    broker: RabbitBroker, settings: BrokerSettings, vhost: str, logs: LogCapture
 ) -> None:
     for i in range(3):
         broker.publish("fictional", b"{}", message_id=f"m-{i}")
@@ -130,11 +123,11 @@ def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
     assert ready_count(settings, "fictional") == 0  # every ack on the new channel counted
 
     assert broker.reconnects == 1
-    [lost] = log_lines(logs, "ERROR")
+    [lost] = logs.where(level="ERROR")
     assert lost["message"].startswith("RabbitMQ connection lost")
     assert lost["context"]["error"]["type"] == "ConnectionClosedByBroker"
     assert "CONNECTION_FORCED" in lost["context"]["error"]["message"]
-    [reconnected] = [line for line in log_lines(logs) if line["message"] == "RabbitMQ reconnected"]
+    [reconnected] = logs.where("RabbitMQ reconnected")
     assert reconnected["context"]["consumers"] == ["fictional"]
 
 
@@ -154,7 +147,7 @@ def test_publish_on_a_dropped_connection_raises_then_recovers(
 
 @pytest.mark.rabbitmq
 def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
-    broker: RabbitBroker, vhost: str, logs: io.StringIO
+    broker: RabbitBroker, vhost: str, logs: LogCapture
 ) -> None:
     got: list[Delivery] = []
     broker.consume(["non-fictional"], got.append, prefetch=5)
@@ -166,7 +159,7 @@ def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
     assert 0.9 <= elapsed < 5.0  # it kept its time budget instead of raising or hanging
     with pytest.raises(PublishError, match="not connected"):
         broker.publish("non-fictional", b"{}", message_id="while-down")
-    failures = [e for e in log_lines(logs, "ERROR") if "attempt failed" in e["message"]]
+    failures = [e for e in logs.where(level="ERROR") if "attempt failed" in e["message"]]
     assert len(failures) >= 3  # one ERROR line per attempt, ~0.2 s apart (the cap)
     assert [f["context"]["attempt"] for f in failures] == list(range(1, len(failures) + 1))
     assert all(f["context"]["broker"].endswith(f"/{vhost}") for f in failures)
@@ -184,7 +177,7 @@ def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
 
 
 def test_a_wrong_port_fails_after_bounded_attempts_with_an_error_line_each(
-    logs: io.StringIO,
+    logs: LogCapture,
 ) -> None:
     port = closed_port()
     settings = load_settings(
@@ -208,24 +201,24 @@ def test_a_wrong_port_fails_after_bounded_attempts_with_an_error_line_each(
     assert "Connection refused" in message  # the cause, not just pika's empty error
     assert PASSWORD not in message
     assert PASSWORD not in logs.getvalue()
-    errors = log_lines(logs, "ERROR")
+    errors = logs.where(level="ERROR")
     assert [e["context"]["attempt"] for e in errors] == [1, 2, 3, 4]
     assert [e["context"]["retry_in_seconds"] for e in errors] == [0.5, 1.0, 1.5, None]
     assert all(e["message"] == "RabbitMQ connection attempt failed" for e in errors)
     assert clock.monotonic() == 1_000.0 + 0.5 + 1.0 + 1.5  # backed off, on the injected clock
 
 
-def test_setup_gives_up_after_its_attempts(logs: io.StringIO) -> None:
+def test_setup_gives_up_after_its_attempts(logs: LogCapture) -> None:
     settings = load_settings(BrokerSettings, rabbitmq_host=RABBIT_HOST, rabbitmq_port=closed_port())
     with pytest.raises(BrokerError, match="after 2 attempt"):
         setup_topology(
             settings, attempts=2, logger=JsonLogger("s", "setup", stream=logs), clock=FakeClock()
         )
-    assert len(log_lines(logs, "ERROR")) == 2
+    assert len(logs.where(level="ERROR")) == 2
 
 
 @pytest.mark.rabbitmq
-def test_a_wrong_password_is_reported_without_the_password(vhost: str, logs: io.StringIO) -> None:
+def test_a_wrong_password_is_reported_without_the_password(vhost: str, logs: LogCapture) -> None:
     settings = load_settings(
         BrokerSettings, rabbitmq_host=RABBIT_HOST, rabbitmq_pass=PASSWORD, rabbitmq_vhost=vhost
     )
@@ -239,12 +232,12 @@ def test_a_wrong_password_is_reported_without_the_password(vhost: str, logs: io.
     assert PASSWORD not in str(caught.value)
     assert PASSWORD not in repr(caught.value.__cause__)
     assert PASSWORD not in logs.getvalue()
-    assert len(log_lines(logs, "ERROR")) == 2
+    assert len(logs.where(level="ERROR")) == 2
 
 
 @pytest.mark.rabbitmq
 def test_a_consumer_cancelled_by_the_broker_is_re_registered(
-    broker: RabbitBroker, vhost: str, logs: io.StringIO
+    broker: RabbitBroker, vhost: str, logs: LogCapture
 ) -> None:
     # Deleting a consumed queue cancels its consumer; pika raises nothing, so without recovery
     # the agent would stay connected and idle forever.
@@ -262,11 +255,11 @@ def test_a_consumer_cancelled_by_the_broker_is_re_registered(
     # Redeclared exactly as setup declares it (the default queue type), dead-lettering included.
     assert queue["arguments"] == queue_arguments("fictional", "quorum")
     assert queue["arguments"]["x-dead-letter-exchange"] == "books.dlx"
-    [error] = log_lines(logs, "ERROR")
+    [error] = logs.where(level="ERROR")
     assert error["message"] == "RabbitMQ consumers lost; reconnecting to re-register them"
 
 
-def test_each_connect_call_gets_its_own_attempts(logs: io.StringIO) -> None:
+def test_each_connect_call_gets_its_own_attempts(logs: LogCapture) -> None:
     settings = load_settings(BrokerSettings, rabbitmq_host=RABBIT_HOST, rabbitmq_port=closed_port())
     broker = RabbitBroker(
         settings, JsonLogger("s", "setup", stream=logs), FakeClock(), connect_attempts=2
@@ -274,4 +267,4 @@ def test_each_connect_call_gets_its_own_attempts(logs: io.StringIO) -> None:
     for _ in range(2):
         with pytest.raises(BrokerError, match="after 2 attempt"):
             broker.connect()
-    assert [e["context"]["attempt"] for e in log_lines(logs, "ERROR")] == [1, 2, 1, 2]
+    assert [e["context"]["attempt"] for e in logs.where(level="ERROR")] == [1, 2, 1, 2]

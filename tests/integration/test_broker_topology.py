@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-from typing import Any
 
 import pika
 import pytest
@@ -14,6 +12,7 @@ from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, TopologyError
+from agents.testing import LogCapture
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, EXCHANGE, QUEUES
 from tests.support.rabbit import management
 
@@ -27,12 +26,8 @@ def settings(rabbit_env: dict[str, str], request: pytest.FixtureRequest) -> Brok
     return load_settings(BrokerSettings, queue_type=request.param)
 
 
-def _logger(stream: io.StringIO) -> JsonLogger:
+def _logger(stream: LogCapture) -> JsonLogger:
     return JsonLogger("setup", "setup", stream=stream)
-
-
-def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def _bindings(vhost: str, exchange: str, queue: str) -> list[str]:
@@ -43,7 +38,7 @@ def _bindings(vhost: str, exchange: str, queue: str) -> list[str]:
 def test_setup_declares_a_durable_topology_bound_as_specified(
     settings: BrokerSettings, vhost: str
 ) -> None:
-    result = setup_topology(settings, attempts=1, logger=_logger(io.StringIO()))
+    result = setup_topology(settings, attempts=1, logger=_logger(LogCapture()))
 
     books = management("GET", f"/api/exchanges/{vhost}/{EXCHANGE}")
     assert (books["type"], books["durable"], books["auto_delete"]) == ("direct", True, False)
@@ -77,7 +72,7 @@ def test_setup_declares_a_durable_topology_bound_as_specified(
 def test_setup_twice_changes_nothing_and_keeps_messages(
     settings: BrokerSettings, vhost: str
 ) -> None:
-    logs = io.StringIO()
+    logs = LogCapture()
     setup_topology(settings, attempts=1, logger=_logger(logs))
     before_bindings = management("GET", f"/api/bindings/{vhost}")
     with RabbitBroker(settings, _logger(logs)) as broker:
@@ -97,7 +92,7 @@ def test_setup_twice_changes_nothing_and_keeps_messages(
         tuple(b[k] for k in key) for b in before_bindings
     )
     assert {q["name"] for q in management("GET", f"/api/queues/{vhost}")} == ALL_QUEUES
-    assert not [line for line in _lines(logs) if line["level"] == "ERROR"]
+    assert not logs.where(level="ERROR")
 
 
 def test_a_conflicting_queue_is_a_clear_error_without_retries(
@@ -109,7 +104,7 @@ def test_a_conflicting_queue_is_a_clear_error_without_retries(
     wrong = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else None
     connection.channel().queue_declare("fictional", durable=True, arguments=wrong)
     connection.close()
-    logs = io.StringIO()
+    logs = LogCapture()
     clock = FakeClock()
 
     with pytest.raises(TopologyError) as caught:
@@ -119,4 +114,4 @@ def test_a_conflicting_queue_is_a_clear_error_without_retries(
     assert "PRECONDITION_FAILED" in str(caught.value)
     assert "fictional" in str(caught.value)
     assert clock.monotonic() == 1_000.0  # no backoff: it failed at once
-    assert not [line for line in _lines(logs) if line["level"] == "ERROR"]
+    assert not logs.where(level="ERROR")

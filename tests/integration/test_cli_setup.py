@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.testing import parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.support.rabbit import RABBIT_HOST, management
 
@@ -39,7 +39,7 @@ def test_setup_rabbitmq_declares_the_topology_and_is_idempotent(
 
     for run in (first, second):
         assert run.returncode == 0, run.stderr
-        lines = [json.loads(line) for line in run.stdout.splitlines()]  # all JSON, Loki-ready
+        lines = parse_lines(run.stdout)  # all JSON, Loki-ready
         result = lines[-1]
         assert result["rabbitmq"] == "ready"
         assert result["broker"].endswith(f"/{vhost}")
@@ -65,7 +65,7 @@ def test_setup_rabbitmq_fails_in_one_line_without_the_password() -> None:
     [line] = run.stderr.strip().splitlines()
     assert f"{RABBIT_HOST}:{port}/" in line
     assert "after 1 attempt(s)" in line
-    [error] = [json.loads(line) for line in run.stdout.splitlines()]
+    [error] = parse_lines(run.stdout)
     assert error["level"] == "ERROR"
     assert error["context"]["attempt"] == 1
     assert SECRET not in run.stdout + run.stderr

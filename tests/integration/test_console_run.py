@@ -4,7 +4,6 @@ full JSON. The first line comes before any heavy import."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ import pexpect
 import pytest
 
 from agents.core.logs import REQUIRED_KEYS
+from agents.testing import clean_env, parse_lines
 from tests.integration.test_fleet_run import FAST, ROOT, free_port
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -51,14 +51,13 @@ def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
     rabbit_env: dict[str, str], tmp_path: Path
 ) -> None:
     log_file = tmp_path / "fleet.jsonl"
-    env = {
-        **os.environ,
+    env = clean_env(
+        drop=("DRY_RUN",),
         **FAST,
-        "METRICS_FILE": str(tmp_path / "metrics.lp"),
-        "CASSETTES_DIR": str(ROOT / "cassettes"),
-        "TERM": "xterm-256color",
-    }
-    env.pop("DRY_RUN", None)
+        METRICS_FILE=str(tmp_path / "metrics.lp"),
+        CASSETTES_DIR=str(ROOT / "cassettes"),
+        TERM="xterm-256color",
+    )
     child = pexpect.spawn(
         sys.executable,
         ["-m", "agents", "run", "--log-file", str(log_file)],
@@ -91,7 +90,7 @@ def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
     screen = ANSI.sub("", child.before or "")
     assert '{"timestamp"' not in screen
     # ...and the log file has every line in the contract's shape.
-    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    lines = parse_lines(log_file.read_text())
     assert lines and all(tuple(line) == REQUIRED_KEYS for line in lines)
     messages = [line["message"] for line in lines]
     assert "Message published" in messages and "Message consumed" in messages

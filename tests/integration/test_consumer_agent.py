@@ -7,7 +7,6 @@ one. The engine and the batch timer run on a FakeClock, pika on real time.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -24,12 +23,11 @@ from agents.consumer import Consumer
 from agents.core.ai import build_engine
 from agents.core.broker import RabbitBroker, connection_parameters
 from agents.core.clock import FakeClock
-from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.ports import Delivery
-from agents.testing import ScriptedClient, consumer_reply
+from agents.testing import LogCapture, ScriptedClient, consumer_reply
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from tests.support.rabbit import drain_queue
 
@@ -45,13 +43,12 @@ class Agent:
     broker: RabbitBroker
     client: ScriptedClient
     clock: FakeClock
-    out: io.StringIO
+    out: LogCapture
     sink: MemorySink
     handled: list[Delivery]
 
     def lines(self, message: str) -> list[dict[str, Any]]:
-        found = [json.loads(line) for line in self.out.getvalue().splitlines()]
-        return [line for line in found if line["message"] == message]
+        return self.out.where(message)
 
     def pump_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -69,8 +66,8 @@ def make_agent(rabbit_env: dict[str, str]) -> Iterator[Callable[..., Agent]]:
         options = {"ai_call_interval_seconds": 1, "ai_decision_rate": 1.0, **overrides}
         settings = load_settings(ConsumerSettings, **options)
         clock = FakeClock()
-        out = io.StringIO()
-        logger = JsonLogger(settings.agent_id, "consumer", stream=out, clock=clock)
+        out = LogCapture()
+        logger = out.logger(settings.agent_id, "consumer", clock=clock)
         sink = MemorySink()
         metrics = Metrics(sink, settings.agent_id, "consumer")
         client = ScriptedClient()

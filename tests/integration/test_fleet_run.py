@@ -21,6 +21,7 @@ import pytest
 from agents.core.broker import connection_parameters, declare_topology
 from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
+from agents.testing import clean_env, parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.integration.test_shutdown_agent import BlackHole
 from tests.support.fleet import fleet_process
@@ -237,13 +238,12 @@ def test_a_user_without_configure_permission_is_one_line_not_a_traceback(
 def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
     rabbit_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
+    env = clean_env(  # replay: no API key, the repository's cassettes
+        drop=("DRY_RUN",),
         **FAST,
-        "METRICS_FILE": str(tmp_path / "metrics.lp"),
-        "CASSETTES_DIR": str(ROOT / "cassettes"),
-    }
-    env.pop("DRY_RUN", None)  # replay: no API key, the repository's cassettes
+        METRICS_FILE=str(tmp_path / "metrics.lp"),
+        CASSETTES_DIR=str(ROOT / "cassettes"),
+    )
     started = time.monotonic()
     result = subprocess.run(
         [
@@ -263,7 +263,7 @@ def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
     took = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-2000:]
     # Piped, stdout is exactly the JSON lines of the Loki contract, nothing else.
-    lines: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
+    lines: list[dict[str, Any]] = parse_lines(result.stdout)
     for line in lines:
         assert tuple(line) == REQUIRED_KEYS
     assert "starting 5 agents" not in result.stdout + result.stderr

@@ -7,7 +7,6 @@ our own classes are the real ones.
 from __future__ import annotations
 
 import io
-import json
 import socket
 import time
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from agents.core.logs import JsonLogger, Redactor
 from agents.core.metrics import ANOMALY, InfluxSink, Metrics
 from agents.core.metrics_read import InfluxMetricsReader
 from agents.ports import MetricsReadError
+from agents.testing import LogCapture
 
 TOKEN = "influx-test-token-abc"
 
@@ -67,7 +67,7 @@ def test_a_500_is_counted_and_logged_once_never_raised(httpserver: HTTPServer) -
     httpserver.expect_request("/api/v2/write").respond_with_json(
         {"code": "internal error", "message": "boom"}, status=500
     )
-    stream = io.StringIO()
+    stream = LogCapture()
     sink = make_sink(httpserver.url_for("/"), stream)
     metrics = Metrics(sink, "publisher-1", "publisher")
     for _ in range(3):
@@ -75,7 +75,7 @@ def test_a_500_is_counted_and_logged_once_never_raised(httpserver: HTTPServer) -
         wait_for(lambda: sink.errors.failed_points > 0)
     sink.close()
     assert sink.errors.failed_points >= 3
-    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    records = stream.events
     assert len(records) == 1  # rate-limited: one line for the burst
     assert records[0]["level"] == "ERROR"
     assert TOKEN not in stream.getvalue()

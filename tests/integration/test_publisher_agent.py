@@ -3,8 +3,6 @@ decision fed by the broker's real queue depths whose intervals are clamped and a
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,12 +11,11 @@ import pytest
 from agents.core.ai import build_engine
 from agents.core.broker import RabbitBroker
 from agents.core.clock import FakeClock
-from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import PublisherSettings, load_settings
 from agents.messages import parse_book
 from agents.publisher import Publisher
-from agents.testing import ScriptedClient, publisher_reply
+from agents.testing import LogCapture, ScriptedClient, publisher_reply
 from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
@@ -33,8 +30,8 @@ def rig(rabbit_env: dict[str, str]) -> Iterator[dict[str, Any]]:
         max_publish_interval_seconds=120,
     )
     clock = FakeClock()
-    out = io.StringIO()
-    logger = JsonLogger(settings.agent_id, "publisher", stream=out, clock=clock)
+    out = LogCapture()
+    logger = out.logger(settings.agent_id, "publisher", clock=clock)
     sink = MemorySink()
     metrics = Metrics(sink, settings.agent_id, "publisher")
     client = ScriptedClient()
@@ -72,7 +69,7 @@ def test_confirmed_messages_land_valid_in_their_queues(rig: dict[str, Any]) -> N
     for _ in range(10):  # 10 simulated seconds: fictional at 0,5 and non-fictional at 0
         publisher.step()
         clock.advance(1.0)
-    lines = [json.loads(line) for line in rig["out"].getvalue().splitlines()]
+    lines = rig["out"].events
     confirmed = {
         line["context"]["message_id"]: line["context"]["queue"]
         for line in lines

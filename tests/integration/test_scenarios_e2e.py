@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agents.core.settings import BrokerSettings, load_settings
+from agents.testing import clean_env, parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from tests.integration.test_record_path import record_through_fake
 from tests.support.rabbit import drain_queue
@@ -94,13 +95,11 @@ def test_a_scenario_shows_its_actions_within_five_minutes_at_no_cost(
     name: str, rabbit_env: dict[str, str], tmp_path: Path, recorded_cassettes: Path
 ) -> None:
     log_file = tmp_path / "run.jsonl"
-    env = {
-        **os.environ,
-        "METRICS_FILE": str(tmp_path / "metrics.lp"),
-        "CASSETTES_DIR": str(recorded_cassettes),
-    }
-    for variable in ("DRY_RUN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
-        env.pop(variable, None)
+    env = clean_env(
+        drop=("DRY_RUN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+        METRICS_FILE=str(tmp_path / "metrics.lp"),
+        CASSETTES_DIR=str(recorded_cassettes),
+    )
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "agents", "run", "--scenario", name, "--log-file", str(log_file)],
@@ -130,8 +129,7 @@ def test_a_scenario_shows_its_actions_within_five_minutes_at_no_cost(
                     chunk = handle.read()
                 complete = chunk[: chunk.rfind("\n") + 1]
                 offset += len(complete.encode())
-                for raw in complete.splitlines():
-                    line = json.loads(raw)
+                for line in parse_lines(complete):
                     lines.append(line)
                     now = round(time.monotonic() - started, 1)
                     if line["message"].startswith("Agent starting"):

@@ -4,7 +4,6 @@ local RabbitMQ (in a fresh vhost) and a stateful fake of InfluxDB's HTTP API."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ import pika
 import pytest
 from pytest_httpserver import HTTPServer
 
+from agents.testing import parse_lines
 from agents.vocab import DEAD_LETTER_QUEUE, QUEUES
 from tests.stack.stackfiles import service_env, services
 from tests.support.rabbit import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
@@ -81,6 +81,6 @@ def test_influxdb_setup_job_provisions_with_the_compose_environment(
     assert done.returncode == 0, done.stderr
     assert fake.orgs.keys() == {"monitoring"}
     assert fake.retention_of("agent_metrics") == [{"type": "expire", "everySeconds": 604_800}]
-    (line,) = done.stdout.splitlines()
-    assert json.loads(line)["agent_id"] == "influxdb-setup"
+    (line,) = parse_lines(done.stdout)
+    assert line["agent_id"] == "influxdb-setup"
     assert fake.token not in done.stdout + done.stderr

@@ -30,7 +30,7 @@ from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.ports import Delivery, MetricPoint
 from agents.runtime import StopFlag, install_signal_handlers
-from agents.testing import ScriptedClient, consumer_reply
+from agents.testing import LogCapture, ScriptedClient, consumer_reply, parse_line, parse_lines
 from tests.faults.toolkit.fake_influx import FakeInflux
 from tests.support.rabbit import drain_queue
 
@@ -85,8 +85,8 @@ def test_sigterm_mid_batch_processes_the_held_batch_before_exit(
     )
     sent = publish(settings, 10)
     clock = FakeClock()
-    out = io.StringIO()
-    logger = JsonLogger("consumer-1", "consumer", stream=out, clock=clock)
+    out = LogCapture()
+    logger = out.logger("consumer-1", "consumer", clock=clock)
     metrics = Metrics(MemorySink(), "consumer-1", "consumer")
     client = ScriptedClient({"consumer": [consumer_reply("batch")] * 10})
     engine = build_engine(settings, logger, metrics, clock, client=client)
@@ -121,7 +121,7 @@ def test_sigterm_mid_batch_processes_the_held_batch_before_exit(
         broker.close()
     assert stop.reason == "SIGTERM"
     assert elapsed < 10
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lines = out.events
     flush = [line for line in lines if line["message"] == "Flushing batch"]
     assert [line["context"] for line in flush] == [{"size": 10, "trigger": "shutdown"}]
     consumed = [line["context"] for line in lines if line["message"] == "Message consumed"]
@@ -140,7 +140,7 @@ class Lines:
 
     def _read(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
-            self.lines.append(json.loads(raw))
+            self.lines.append(parse_line(raw))
 
     def messages(self, message: str) -> list[dict[str, object]]:
         return [line for line in list(self.lines) if line["message"] == message]
@@ -290,7 +290,7 @@ def test_a_stop_signal_while_the_agent_is_still_importing_is_a_clean_stop(
             process.kill()
     assert process.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err
-    lines = [json.loads(line) for line in out.decode().splitlines()]
+    lines = parse_lines(out.decode())
     assert [line["message"] for line in lines] == ["Agent stopped"], "stopped before starting"
     assert lines[0]["context"] == {"reason": signum.name, "exit_code": 0}
 
@@ -389,13 +389,13 @@ def test_influx_sink_close_is_bounded_and_counts_what_it_dropped() -> None:
     """In process, on the real client: a black-holed InfluxDB costs `close_timeout_s`, not the
     client's retries; every point is accounted as dropped and a WARNING says so."""
     hole = BlackHole()
-    out = io.StringIO()
+    out = LogCapture()
     sink = InfluxSink(
         f"http://127.0.0.1:{hole.port}",
         "token",
         "org",
         "bucket",
-        JsonLogger("publisher-1", "publisher", stream=out),
+        out.logger("publisher-1", "publisher"),
         flush_interval_ms=100,
         close_timeout_s=1.0,
     )
@@ -409,7 +409,7 @@ def test_influx_sink_close_is_bounded_and_counts_what_it_dropped() -> None:
         hole.close()
     assert took < 1.5
     assert sink.dropped_points == 25
-    [warning] = [json.loads(line) for line in out.getvalue().splitlines()]
+    [warning] = out.events
     assert warning["message"] == "Metrics not flushed in time; points dropped"
     assert warning["context"]["dropped_points"] == 25
 

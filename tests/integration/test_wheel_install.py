@@ -25,6 +25,7 @@ import pytest
 
 from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES, connection_parameters
 from agents.core.settings import BrokerSettings, load_settings
+from agents.testing import clean_env, parse_lines
 from tests.support.rabbit import drain_queue, management
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +72,7 @@ def uv() -> list[str]:
 
 def install(venv: Path) -> float:
     """Build the wheel and install it, with the locked dependencies, into a new venv; seconds."""
-    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env = clean_env(drop=NOT_INHERITED)
     env["UV_PROJECT_ENVIRONMENT"] = str(venv)
     command = [
         *uv(),
@@ -139,7 +140,7 @@ def test_the_installed_wheel_runs_the_fleet_from_an_empty_directory(
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env = clean_env(drop=NOT_INHERITED)
     env.update({k: v for k, v in rabbit_env.items() if k != "DRY_RUN"})
     env.update(FAST)
     started = time.monotonic()
@@ -155,7 +156,7 @@ def test_the_installed_wheel_runs_the_fleet_from_an_empty_directory(
     crashes = [line for line in result.stdout.splitlines() if '"Agent crashed"' in line]
     assert result.returncode == 0, (crashes[:2], result.stderr[-2000:])
     # Piped: stdout is JSON lines only.
-    lines: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
+    lines: list[dict[str, Any]] = parse_lines(result.stdout)
 
     def having(prefix: str) -> list[dict[str, Any]]:
         return [line for line in lines if line["message"].startswith(prefix)]

@@ -5,10 +5,11 @@ interpreter, which wires a real agent exactly as `main` does (minus the broker c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from agents.testing import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("anthropic", "influxdb_client", "httpx2", "vcr")
@@ -44,17 +45,13 @@ print(json.dumps({"modes": modes, "heavy": sorted(
 
 
 def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, object]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ANTHROPIC_", "INFLUXDB_", "DRY_RUN", "CASSETTES_DIR"))
-    }
-    clean.update(
-        {
+    clean = clean_env(
+        drop=("ANTHROPIC_*", "INFLUXDB_*", "DRY_RUN*", "CASSETTES_DIR*"),
+        **{
             "METRICS_FILE": str(tmp_path / "metrics.lp"),
             "CASSETTES_DIR": str(tmp_path / "no-cassettes"),
             **env,
-        }
+        },
     )
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *kinds],

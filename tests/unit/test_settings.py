@@ -14,12 +14,14 @@ from agents.core.settings import (
     SettingsError,
     load_settings,
 )
+from tests.support.env import scrub_env
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DECISION_INTERVAL_SECONDS", "AI_DECISION_RATE", "MAX_TOKENS", "DRY_RUN"):
-        monkeypatch.delenv(name, raising=False)
+    scrub_env(
+        monkeypatch, ("DECISION_INTERVAL_SECONDS", "AI_DECISION_RATE", "MAX_TOKENS", "DRY_RUN")
+    )
 
 
 def test_specification_defaults() -> None:

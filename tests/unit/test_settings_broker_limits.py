@@ -17,21 +17,24 @@ from agents.core.settings import (
     expand_agent_id,
     load_settings,
 )
+from tests.support.env import scrub_env
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "QUEUE_TYPE",
-        "PREFETCH_COUNT",
-        "BATCH_MAX_WAIT_SECONDS",
-        "PROCESSING_TIME_MS",
-        "RABBITMQ_CONSUMER_TIMEOUT_SECONDS",
-        "CONSUMER_ID",
-        "PUBLISHER_ID",
-        "AGENT_ID",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    scrub_env(
+        monkeypatch,
+        (
+            "QUEUE_TYPE",
+            "PREFETCH_COUNT",
+            "BATCH_MAX_WAIT_SECONDS",
+            "PROCESSING_TIME_MS",
+            "RABBITMQ_CONSUMER_TIMEOUT_SECONDS",
+            "CONSUMER_ID",
+            "PUBLISHER_ID",
+            "AGENT_ID",
+        ),
+    )
 
 
 def test_queue_type_defaults_to_quorum_and_names_itself_when_wrong(

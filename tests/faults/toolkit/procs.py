@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,29 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.testing import clean_env
 from tests.support.waiting import wait_until
 
 from .rabbit import HOST, PORT
-
-# Variables the agents read that must not leak in from the developer's shell.
-_SCRUB_PREFIXES = (
-    "ANTHROPIC_",
-    "INFLUXDB_",
-    "RABBITMQ_",
-    "CLAUDE_",
-    "AI_",
-    "MAX_",
-    "DRY_RUN",
-    "BUDGET_",
-    "FLEET_",
-)
 
 Line = dict[str, Any]
 
 
 def agent_env(vhost: str, workdir: Path, **overrides: str) -> dict[str, str]:
     """A clean environment pointing an agent at `vhost`, AI in dry-run, metrics in `workdir`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    env = clean_env()  # nothing the agents read leaks in from the developer's shell
     env.update(
         {
             "RABBITMQ_HOST": HOST,

@@ -3,8 +3,6 @@ broker, a FakeClock, metrics in memory and log lines captured as dicts."""
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +14,15 @@ from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import CommonSettings, load_settings
-from agents.testing import MemoryBroker, ScriptedClient
+from agents.testing import LogCapture, MemoryBroker, ScriptedClient
+from tests.support.env import scrub_env
 
 
 @dataclass
 class Rig:
     settings: Any
     clock: FakeClock
-    out: io.StringIO
+    out: LogCapture
     logger: JsonLogger
     sink: MemorySink
     metrics: Metrics
@@ -32,25 +31,18 @@ class Rig:
     broker: MemoryBroker
 
     def lines(self, message: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
-        found = [json.loads(line) for line in self.out.getvalue().splitlines()]
-        return [
-            line
-            for line in found
-            if (message is None or line["message"] == message)
-            and (level is None or line["level"] == level)
-        ]
+        return self.out.where(message, level)
 
 
 @pytest.fixture
 def make_rig(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Rig]:
-    for name in ("DRY_RUN", "ANTHROPIC_API_KEY", "INFLUXDB_URL", "AI_SAMPLING_SEED"):
-        monkeypatch.delenv(name, raising=False)
+    scrub_env(monkeypatch, ("DRY_RUN", "ANTHROPIC_API_KEY", "INFLUXDB_URL", "AI_SAMPLING_SEED"))
 
     def make(settings_cls: type[CommonSettings], **overrides: Any) -> Rig:
         settings = load_settings(settings_cls, **overrides)
         clock = FakeClock()
-        out = io.StringIO()
-        logger = JsonLogger(settings.agent_id, settings.agent_type, stream=out, clock=clock)
+        out = LogCapture()
+        logger = out.logger(settings.agent_id, settings.agent_type, clock=clock)
         sink = MemorySink()
         metrics = Metrics(sink, settings.agent_id, settings.agent_type, clock=clock)
         client = ScriptedClient()

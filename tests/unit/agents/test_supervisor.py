@@ -3,13 +3,11 @@ restarts older than the window are forgotten, one restart too many stops the fle
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from agents.core.logs import JsonLogger
 from agents.supervisor import RestartHistory, RestartPolicy, Supervised, Supervisor
+from agents.testing import LogCapture
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -46,12 +44,12 @@ class FakeChild:
 class Harness:
     def __init__(self, policy: RestartPolicy) -> None:
         self.now = 0.0
-        self.out = io.StringIO()
+        self.out = LogCapture()
         self.restarted: list[str] = []
         self.metrics: list[str] = []
         self.supervisor = Supervisor(
             policy,
-            JsonLogger("fleet", "fleet", stream=self.out),
+            self.out.logger("fleet", "fleet"),
             self.restart,
             lambda child: self.metrics.append(child.name),
             clock=lambda: self.now,
@@ -64,8 +62,7 @@ class Harness:
         return 4242
 
     def lines(self, message: str) -> list[dict[str, Any]]:
-        parsed = [json.loads(line) for line in self.out.getvalue().splitlines()]
-        return [line for line in parsed if line["message"] == message]
+        return self.out.where(message)
 
 
 def test_a_dead_child_is_restarted_after_its_backoff_with_a_warning_and_a_metric() -> None:

@@ -4,7 +4,5 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_ai_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests choose the AI mode themselves; a developer's own key must never leak in."""
-    for name in ("ANTHROPIC_API_KEY", "DRY_RUN", "CLAUDE_MODEL", "CASSETTES_DIR", "MAX_TOKENS"):
-        monkeypatch.delenv(name, raising=False)
+def _no_ambient_ai_env(no_ambient_ai: None) -> None:
+    """Every test here: tests choose the AI mode themselves (see `no_ambient_ai`)."""

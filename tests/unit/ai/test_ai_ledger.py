@@ -7,9 +7,7 @@ be read refuses the call.
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,9 +33,9 @@ from agents.core.ai.guard import (
 from agents.core.ai.ledger import RedisLedger, SqliteLedger, memory_ledger
 from agents.core.ai.prices import PRICES, Price
 from agents.core.clock import FakeClock
-from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.ports import Entry, Ledger, LedgerUnavailable
+from agents.testing import LogCapture
 
 SONNET = PRICES["claude-sonnet-4-5"]  # worst case of reserve(1000): $0.0075
 WORST = 0.0075
@@ -196,16 +194,15 @@ def test_anthropic_pause_stops_every_agent_until_the_reset(reopen: Factory) -> N
 # --- fail closed -----------------------------------------------------------------------------
 
 
-def watched(ledger: Ledger, clock: FakeClock) -> tuple[CostGuard, io.StringIO, MemorySink]:
-    stream, sink = io.StringIO(), MemorySink()
-    logger = JsonLogger("consumer-1", "consumer", stream=stream, clock=clock)
+def watched(ledger: Ledger, clock: FakeClock) -> tuple[CostGuard, LogCapture, MemorySink]:
+    stream, sink = LogCapture(), MemorySink()
+    logger = stream.logger("consumer-1", "consumer", clock=clock)
     watch = BudgetWatch(logger, Metrics(sink, "consumer-1", "consumer"), clock.monotonic)
     return CostGuard(limits(), clock, ledger, "consumer-1", watch), stream, sink
 
 
-def errors(stream: io.StringIO) -> list[dict[str, object]]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    return [line for line in lines if line["level"] == "ERROR"]
+def errors(stream: LogCapture) -> list[dict[str, object]]:
+    return stream.where(level="ERROR")
 
 
 def test_a_corrupt_sqlite_file_refuses_every_call(tmp_path: Path) -> None:
@@ -300,8 +297,7 @@ def test_gauges_per_window_and_threshold_events_at_50_80_100_percent() -> None:
     assert {p.tags["window"] for p in sink.where("ai_budget", scope="agent")} == {"10min", "hour"}
     events = sink.where("ai_budget_threshold", window="10min")
     assert [p.tags["threshold"] for p in events] == ["50", "80", "100"]
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    warnings = [line for line in lines if line["level"] == "WARNING"]
+    warnings = stream.where(level="WARNING")
     assert [w["context"]["budget_threshold"] for w in warnings] == [50, 80, 100]
     assert all(w["context"]["event"] == "budget_threshold" for w in warnings)
     # Settling frees the window: the gauge shows it at the next reservation.
