@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import pytest
 
 from agents.provision import ProvisionError, UrllibHttp, agents_permission_pattern
+from agents.testing import parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUES
-from tests.e2e.conftest import Stack
 from tests.e2e.panel_queries import (
     PanelQuery,
     all_values,
@@ -31,6 +31,7 @@ from tests.e2e.panel_queries import (
     panel_queries,
     read_answer,
 )
+from tests.e2e.stack import Stack
 from tests.e2e.states import by_service, ready_problem
 from tests.stack.stackfiles import REPLICAS, SETUP_JOBS, dashboards
 
@@ -131,10 +132,7 @@ def test_setup_jobs_exited_0_and_said_so_in_compose_logs(running: Stack) -> None
         job: running.compose("logs", "--no-color", "--no-log-prefix", job).stdout
         for job in SETUP_JOBS
     }
-    records = {
-        job: [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-        for job, text in logs.items()
-    }
+    records = {job: parse_lines(text, only_json=True) for job, text in logs.items()}
     rabbit = records["rabbitmq-setup"]
     assert any(r.get("message") == "RabbitMQ agents account ready" for r in rabbit), logs
     (ready,) = [r for r in rabbit if r.get("rabbitmq") == "ready"]
