@@ -1,52 +1,16 @@
-"""Agents driven in-process: the real DecisionEngine around a scripted model, an in-memory
-broker, a FakeClock, metrics in memory and log lines captured as dicts."""
+"""Agents driven in-process (see tests/support/rig.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from agents.core.ai import DecisionEngine, build_engine
-from agents.core.clock import FakeClock
-from agents.core.logs import JsonLogger
-from agents.core.metrics import MemorySink, Metrics
-from agents.core.settings import CommonSettings, load_settings
-from agents.testing import LogCapture, MemoryBroker, ScriptedClient
 from tests.support.env import scrub_env
-
-
-@dataclass
-class Rig:
-    settings: Any
-    clock: FakeClock
-    out: LogCapture
-    logger: JsonLogger
-    sink: MemorySink
-    metrics: Metrics
-    client: ScriptedClient
-    engine: DecisionEngine
-    broker: MemoryBroker
-
-    def lines(self, message: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
-        return self.out.where(message, level)
+from tests.support.rig import Rig, build_rig
 
 
 @pytest.fixture
 def make_rig(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Rig]:
     scrub_env(monkeypatch, ("DRY_RUN", "ANTHROPIC_API_KEY", "INFLUXDB_URL", "AI_SAMPLING_SEED"))
-
-    def make(settings_cls: type[CommonSettings], **overrides: Any) -> Rig:
-        settings = load_settings(settings_cls, **overrides)
-        clock = FakeClock()
-        out = LogCapture()
-        logger = out.logger(settings.agent_id, settings.agent_type, clock=clock)
-        sink = MemorySink()
-        metrics = Metrics(sink, settings.agent_id, settings.agent_type, clock=clock)
-        client = ScriptedClient()
-        engine = build_engine(settings, logger, metrics, clock, client=client)
-        return Rig(settings, clock, out, logger, sink, metrics, client, engine, MemoryBroker())
-
-    return make
+    return build_rig

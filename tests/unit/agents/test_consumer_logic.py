@@ -17,8 +17,7 @@ from agents.core.settings import ConsumerSettings
 from agents.messages import Catalogue, Genre
 from agents.testing import consumer_reply
 from agents.vocab import ANOMALY_QUEUE
-
-Rig = Any  # the make_rig fixture (conftest.py) builds it
+from tests.support.rig import Rig
 
 CATALOGUE = Catalogue.load()
 RNG = random.Random(5)

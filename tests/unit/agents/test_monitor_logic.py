@@ -15,8 +15,7 @@ from agents.core.metrics_read import FileMetricsReader
 from agents.core.settings import MonitorSettings
 from agents.monitor import Monitor
 from agents.testing import monitor_reply
-
-Rig = Any  # the make_rig fixture (conftest.py) builds it
+from tests.support.rig import Rig
 
 
 def monitor_for(

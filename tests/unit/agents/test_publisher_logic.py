@@ -15,8 +15,7 @@ from agents.messages import parse_book
 from agents.ports import MetricsReadError
 from agents.publisher import Publisher
 from agents.testing import publisher_reply
-
-Rig = Any  # the make_rig fixture (conftest.py) builds it
+from tests.support.rig import Rig
 
 
 class StubReader:
