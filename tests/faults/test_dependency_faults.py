@@ -225,7 +225,7 @@ def test_claude_api_faults(
             assert len(times) >= 5 and max(gaps) <= MAX_INTERVAL + 1.5, (publisher.name, genre)
 
 
-def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
+def test_absurd_reported_usage_is_not_charged_beyond_the_reservation(tmp_path: Path) -> None:
     """A reply cannot really use more output tokens than MAX_TOKENS, nor more input tokens than
     the prompt has: usage beyond the reservation is a lie (or a proxy bug), and charging it would
     let one bad reply lock the agent out of the AI for an hour and poison the cost dashboards."""
@@ -242,6 +242,8 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
             anthropic_base_url=claude.url,
             ai_call_interval_seconds=1,
             dry_run=False,
+            # Its own ledger: spend other tests left in ./var must not rate-limit this one.
+            budget_ledger=tmp_path / "budget.sqlite",
         )
         out = LogCapture()
         clock = FakeClock()
