@@ -50,3 +50,13 @@ def redis_space() -> Iterator[RedisSpace]:
     (never FLUSHALL: the server is shared). Fails under CI=true when Redis is down."""
     with open_redis_space() as space:
         yield space
+
+
+@pytest.fixture(autouse=True)
+def own_spend_ledger(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own SQLite spend ledger unless it names one: the default
+    (./var/budget.sqlite) is shared by every process started in the same directory, so spend
+    one test recorded would rate-limit or cap the next. Subprocesses inherit it."""
+    monkeypatch.setenv("BUDGET_LEDGER", str(tmp_path_factory.mktemp("ledger") / "budget.sqlite"))
