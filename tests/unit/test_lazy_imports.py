@@ -102,3 +102,26 @@ def test_ports_and_vocabulary_need_only_the_standard_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert set(json.loads(out.stdout)) <= {"agents", "agents.ports", "agents.vocab"}
+
+
+def test_the_cost_guard_and_its_tables_need_only_the_standard_library() -> None:
+    """A budget report or a ledger worker imports the price table, the guard, the ledger and the
+    prompts without the SDK (the issue measured 4.4 s for the 54-line price table when
+    `agents.core.ai` imported the engine eagerly). The reply schemas need pydantic, nothing more."""
+    probe = (
+        "import json, sys\n"
+        "import agents.core.ai.prices, agents.core.ai.guard, agents.core.ai.ledger\n"
+        "import agents.core.ai.budget, agents.core.ai.prompts, agents.core.ai.client\n"
+        "light = sorted(m for m in sys.modules\n"
+        "    if m != '__main__' and m.split('.')[0] not in sys.stdlib_module_names)\n"
+        "import agents.core.ai.schemas\n"
+        "schemas = sorted({m.split('.')[0] for m in sys.modules} - {m.split('.')[0] for m in light}\n"
+        "    - set(sys.stdlib_module_names))\n"
+        "print(json.dumps({'light': light, 'schemas': schemas}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    found = json.loads(out.stdout)
+    assert {m.split(".")[0] for m in found["light"]} == {"agents"}, found["light"]
+    assert not set(found["schemas"]) & {*HEAVY, "pydantic_settings", "yaml"}, found["schemas"]
