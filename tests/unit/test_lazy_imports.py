@@ -115,8 +115,8 @@ def test_the_cost_guard_and_its_tables_need_only_the_standard_library() -> None:
         "light = sorted(m for m in sys.modules\n"
         "    if m != '__main__' and m.split('.')[0] not in sys.stdlib_module_names)\n"
         "import agents.core.ai.schemas\n"
-        "schemas = sorted({m.split('.')[0] for m in sys.modules} - {m.split('.')[0] for m in light}\n"
-        "    - set(sys.stdlib_module_names))\n"
+        "tops = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "schemas = sorted(tops - {m.split('.')[0] for m in light})\n"
         "print(json.dumps({'light': light, 'schemas': schemas}))\n"
     )
     out = subprocess.run(
