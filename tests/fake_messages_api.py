@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai.seed import synthetic_answer
+from agents.devtools.seed import synthetic_answer
 
 
 class FakeMessagesAPI:

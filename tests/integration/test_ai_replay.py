@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai import seed
 from agents.core.ai.client import load_cassette
 from agents.core.ai.testing import make_rig
 from agents.core.clock import FakeClock
@@ -21,6 +20,7 @@ from agents.core.settings import (
     PublisherSettings,
     load_settings,
 )
+from agents.devtools import seed
 
 REPO_CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 

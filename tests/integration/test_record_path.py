@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai import record
 from agents.core.ai.engine import resolve_mode
 from agents.core.settings import PublisherSettings, load_settings
+from agents.devtools import record
 from tests.fake_messages_api import fake_messages_api
 from tests.integration.test_ai_replay import assert_every_action_replays
 
