@@ -40,7 +40,9 @@ def clean_text(value: object, limit: int = MAX_REASONING_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _Decision(BaseModel):
+class Decision(BaseModel):
+    """What every agent's decision has: `fallback` names why the default was used."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     fallback: str | None = None
@@ -51,19 +53,19 @@ class _Decision(BaseModel):
         return self.fallback is None
 
 
-class PublisherDecision(_Decision):
+class PublisherDecision(Decision):
     action: PublisherAction
     fictional_interval: float
     nonfictional_interval: float
     reasoning: str
 
 
-class ConsumerDecision(_Decision):
+class ConsumerDecision(Decision):
     action: ConsumerAction
     reasoning: str
 
 
-class MonitorAnalysis(_Decision):
+class MonitorAnalysis(Decision):
     status: HealthStatus
     issues: list[str] = Field(default_factory=list)
     suggestions: list[str] = Field(default_factory=list)
