@@ -1,4 +1,5 @@
-"""Test doubles for driving agents in-process: a scripted model client and an in-memory broker.
+"""Test doubles for driving agents in-process: a scripted model client and an in-memory broker
+(every Claude stand-in is in `agents.testing.claude`, re-exported here).
 
 The scripted client stands in for the model where a test needs a *specific* answer (batch,
 flag, a new interval, critical) that dry-run mode never gives; it plugs into the real
@@ -9,59 +10,23 @@ in-process measurements of the handling paths.
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.core.ai.client import DRY_RUN_REPLIES
-from agents.ports import Delivery, Mode, ModelReply, ModelRequest, PublishError
+from agents.ports import Delivery, PublishError
+from agents.testing.claude import (
+    FakeMessagesAPI,
+    Rig,
+    ScriptedClient,
+    consumer_reply,
+    make_rig,
+    message_json,
+    mock_client,
+    monitor_reply,
+    publisher_reply,
+)
 from agents.vocab import QUEUES
-
-
-class ScriptedClient:
-    """A model stand-in for the real DecisionEngine: answers each request with the next scripted
-    reply text for its agent type, else that type's default. The engine around it is the real
-    one (cost guard, reply parsing and clamping, AI_DECISION lines and points)."""
-
-    mode: Mode = "replay"
-    model = "scripted"
-
-    def __init__(self, replies: dict[str, Iterable[str]] | None = None, tokens: int = 0) -> None:
-        self.replies: dict[str, deque[str]] = {
-            kind: deque(texts) for kind, texts in (replies or {}).items()
-        }
-        self.tokens = tokens
-        self.requests: list[ModelRequest] = []
-
-    def script(self, agent_type: str, *texts: str) -> None:
-        self.replies.setdefault(agent_type, deque()).extend(texts)
-
-    def complete(self, request: ModelRequest) -> ModelReply:
-        self.requests.append(request)
-        queue = self.replies.get(request.agent_type)
-        text = queue.popleft() if queue else DRY_RUN_REPLIES[request.agent_type]
-        return ModelReply(text, self.tokens, self.tokens, self.model, "end_turn")
-
-
-def consumer_reply(action: str) -> str:
-    return json.dumps({"action": action, "reasoning": f"scripted {action}"})
-
-
-def publisher_reply(action: str, fictional: float, nonfictional: float) -> str:
-    return json.dumps(
-        {
-            "action": action,
-            "fictional_interval": fictional,
-            "nonfictional_interval": nonfictional,
-            "reasoning": f"scripted {action}",
-        }
-    )
-
-
-def monitor_reply(status: str, issues: Sequence[str] = ()) -> str:
-    return json.dumps({"status": status, "issues": list(issues), "suggestions": ["scripted"]})
 
 
 @dataclass
@@ -192,3 +157,19 @@ class MemoryBroker:
 
 def bodies(items: Iterable[Published]) -> list[bytes]:
     return [item.body for item in items]
+
+
+__all__ = [
+    "FakeMessagesAPI",
+    "MemoryBroker",
+    "Published",
+    "Rig",
+    "ScriptedClient",
+    "bodies",
+    "consumer_reply",
+    "make_rig",
+    "message_json",
+    "mock_client",
+    "monitor_reply",
+    "publisher_reply",
+]

@@ -12,7 +12,6 @@ import yaml
 
 from agents.core.ai import cassettes as cs
 from agents.core.ai.client import load_cassette
-from agents.core.ai.testing import make_rig
 from agents.core.clock import FakeClock
 from agents.core.settings import (
     ConsumerSettings,
@@ -21,6 +20,7 @@ from agents.core.settings import (
     load_settings,
 )
 from agents.devtools import seed
+from agents.testing.claude import make_rig
 
 REPO_CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 

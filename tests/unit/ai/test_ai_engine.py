@@ -10,13 +10,13 @@ from pydantic import SecretStr
 
 from agents.core.ai import resolve_mode
 from agents.core.ai.guard import RATE_LIMITED, SPEND_CAP_10MIN
-from agents.core.ai.testing import make_rig
 from agents.core.settings import (
     ConsumerSettings,
     MonitorSettings,
     PublisherSettings,
     load_settings,
 )
+from agents.testing.claude import make_rig
 
 REPO_CASSETTES = Path(__file__).resolve().parents[3] / "cassettes"
 

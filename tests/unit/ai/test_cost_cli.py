@@ -13,11 +13,11 @@ from agents.cli import main as cli
 from agents.core.ai.guard import CostGuard, GuardLimits
 from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES
-from agents.core.ai.testing import make_rig
 from agents.core.clock import SystemClock
 from agents.core.metrics import FileSink, Metrics
 from agents.core.metrics_read import FileMetricsReader
 from agents.core.settings import ConsumerSettings, PublisherSettings, load_settings
+from agents.testing.claude import make_rig
 
 
 @pytest.mark.parametrize(
