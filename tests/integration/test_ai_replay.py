@@ -21,6 +21,7 @@ from agents.core.settings import (
 )
 from agents.devtools import seed
 from agents.testing.claude import make_rig
+from agents.vocab import Event
 
 REPO_CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 
@@ -83,7 +84,7 @@ def test_a_miss_is_a_loud_immediate_fallback(workdir: Path) -> None:
     rig = make_rig(settings, AnthropicClient(sdk, settings.claude_model, "replay", FakeClock()))
     decision = rig.engine.decide_consumer("fictional", 1, 0)
     assert decision.fallback == "replay_miss"
-    (warning,) = [line for line in rig.lines("WARNING") if line["message"].startswith("AI call")]
+    (warning,) = [line for line in rig.lines("WARNING") if line["message"] == Event.AI_FALLBACK]
     assert "no recording" in warning["context"]["error"]
     assert sdk.max_retries == 0
 

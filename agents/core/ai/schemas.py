@@ -12,9 +12,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 PublisherAction = Literal["continue", "slow_down", "speed_up"]
 ConsumerAction = Literal["process", "batch", "flag"]
@@ -103,14 +110,9 @@ class _Reply(BaseModel):
 
 
 class PublisherReply(_Reply):
-    action: PublisherAction
+    action: Annotated[PublisherAction, BeforeValidator(_token)]
     fictional_interval: float | None = None
     nonfictional_interval: float | None = None
-
-    @field_validator("action", mode="before")
-    @classmethod
-    def _action(cls, value: object) -> object:
-        return _token(value)
 
     @field_validator("fictional_interval", "nonfictional_interval", mode="before")
     @classmethod
@@ -147,14 +149,9 @@ class ConsumerReply(_Reply):
 class MonitorReply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    status: HealthStatus
+    status: Annotated[HealthStatus, BeforeValidator(_token)]
     issues: list[str] = Field(default_factory=list)
     suggestions: list[str] = Field(default_factory=list)
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _status(cls, value: object) -> object:
-        return _token(value)
 
     @field_validator("issues", "suggestions", mode="before")
     @classmethod
