@@ -1,7 +1,9 @@
 """The decision engine an agent holds: prompt -> guard -> client -> parse -> log line + metric.
 
 The engine is the generic guarded call; what each agent asks (prompt, schema, bounds, the
-fields of its line and point) is an `Ask` from `agents.core.ai.decisions`. `build_engine` resolves the mode once (DRY_RUN=true -> dry-run; else an API key -> live; else a
+fields of its line and point) is an `Ask` from `agents.core.ai.decisions`.
+
+`build_engine` resolves the mode once (DRY_RUN=true -> dry-run; else an API key -> live; else a
 usable cassette -> replay; else dry-run) and logs the mode and why. Every decision then follows
 one path, whatever the mode, and never raises into the agent loop: a bad input, a refusal by the
 guard or a failed call yields the agent's default decision with `fallback` naming the reason.
