@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from agents.testing.claude import FakeMessagesAPI, agent_of, fixed_usage
 from benchmarks.load import REPO, agent_env, stop_processes
 
 TYPES = ("publisher", "consumer", "monitor")
@@ -32,12 +33,47 @@ ANSWERS = {
 }
 
 
+class _FakeClaude(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        prompt = json.dumps(body.get("messages", []))
+        kind = (
+            "publisher"
+            if "publisher agent" in prompt
+            else "consumer"
+            if "Message received" in prompt
+            else "monitor"
+        )
+        reply = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-haiku-5-5"),
+            "content": [{"type": "text", "text": json.dumps(ANSWERS[kind])}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 120, "output_tokens": 30},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 @contextmanager
 def fake_claude() -> Iterator[str]:
-    with FakeMessagesAPI(
-        answer=lambda prompt: dict(ANSWERS[agent_of(prompt)]), usage=fixed_usage(120, 30)
-    ) as api:
-        yield api.url
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeClaude)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
 
 
 def mode_env(mode: str, claude_url: str) -> dict[str, str]:

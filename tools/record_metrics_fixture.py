@@ -30,12 +30,11 @@ import time
 import urllib.request
 import uuid
 from base64 import b64encode
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pika
-
-from agents.testing.claude import FakeMessagesAPI, agent_of
 
 ROOT = Path(__file__).resolve().parent.parent
 MGMT = "http://127.0.0.1:15672"
@@ -90,10 +89,38 @@ ANSWERS = {
 _lock = threading.Lock()
 
 
-def next_answer(prompt: str) -> dict[str, Any]:
-    with _lock:
-        answer: dict[str, Any] = next(ANSWERS[agent_of(prompt)])
-    return dict(answer)
+class FakeClaude(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        prompt = json.dumps(body.get("messages", []))
+        kind = (
+            "publisher"
+            if "publisher agent" in prompt
+            else "consumer"
+            if "Message received" in prompt
+            else "monitor"
+        )
+        with _lock:
+            answer = next(ANSWERS[kind])
+        reply = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-haiku-5-5"),
+            "content": [{"type": "text", "text": json.dumps(answer)}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 90 + len(prompt) // 4, "output_tokens": 38},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def management(method: str, path: str, body: Any = None) -> None:
@@ -125,9 +152,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "fixtures" / "metrics-sample.lp")
     args = parser.parse_args()
 
-    claude = FakeMessagesAPI(
-        answer=next_answer, usage=lambda prompt, text: (90 + len(prompt) // 4, 38)
-    ).start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeClaude)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     vhost = f"fixture-{uuid.uuid4().hex[:8]}"
     management("PUT", f"/api/vhosts/{vhost}")
     management(
@@ -142,7 +168,7 @@ def main() -> int:
             if not k.startswith(("INFLUXDB_", "ANTHROPIC_", "BUDGET_", "FLEET_"))
         },
         "ANTHROPIC_API_KEY": "fixture-run-not-a-real-key",
-        "ANTHROPIC_BASE_URL": claude.url,
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{server.server_port}",
         "DRY_RUN": "false",
         "RABBITMQ_HOST": "127.0.0.1",
         "RABBITMQ_VHOST": vhost,
@@ -180,7 +206,7 @@ def main() -> int:
             print(f"agents run exited {code}; logs in {workdir}", file=sys.stderr)
             return 1
     finally:
-        claude.stop()
+        server.shutdown()
         management("DELETE", f"/api/vhosts/{vhost}")
     lines = metrics_file.read_text().splitlines()
     header = (
