@@ -1,5 +1,4 @@
-"""Test doubles for driving agents in-process: a scripted model client and an in-memory broker
-(every Claude stand-in is in `agents.testing.claude`, re-exported here).
+"""Test doubles for driving agents in-process: a scripted model client and an in-memory broker.
 
 The scripted client stands in for the model where a test needs a *specific* answer (batch,
 flag, a new interval, critical) that dry-run mode never gives; it plugs into the real
@@ -15,17 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.ports import Delivery, PublishError
-from agents.testing.claude import (
-    FakeMessagesAPI,
-    Rig,
-    ScriptedClient,
-    consumer_reply,
-    make_rig,
-    message_json,
-    mock_client,
-    monitor_reply,
-    publisher_reply,
-)
 from agents.vocab import QUEUES
 
 
@@ -159,17 +147,14 @@ def bodies(items: Iterable[Published]) -> list[bytes]:
     return [item.body for item in items]
 
 
-__all__ = [
-    "FakeMessagesAPI",
-    "MemoryBroker",
-    "Published",
-    "Rig",
-    "ScriptedClient",
-    "bodies",
-    "consumer_reply",
-    "make_rig",
-    "message_json",
-    "mock_client",
-    "monitor_reply",
-    "publisher_reply",
-]
+# Every Claude stand-in lives in agents.testing.claude; re-exported so tests, benchmarks and
+# tools import every test helper from one place.
+from agents.testing.claude import FakeMessagesAPI as FakeMessagesAPI  # noqa: E402
+from agents.testing.claude import Rig as Rig  # noqa: E402
+from agents.testing.claude import ScriptedClient as ScriptedClient  # noqa: E402
+from agents.testing.claude import consumer_reply as consumer_reply  # noqa: E402
+from agents.testing.claude import make_rig as make_rig  # noqa: E402
+from agents.testing.claude import message_json as message_json  # noqa: E402
+from agents.testing.claude import mock_client as mock_client  # noqa: E402
+from agents.testing.claude import monitor_reply as monitor_reply  # noqa: E402
+from agents.testing.claude import publisher_reply as publisher_reply  # noqa: E402
