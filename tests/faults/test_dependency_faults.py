@@ -225,7 +225,7 @@ def test_claude_api_faults(
             assert len(times) >= 5 and max(gaps) <= MAX_INTERVAL + 1.5, (publisher.name, genre)
 
 
-def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
+def test_absurd_reported_usage_is_not_charged_beyond_the_reservation(tmp_path: Path) -> None:
     """A reply cannot really use more output tokens than MAX_TOKENS, nor more input tokens than
     the prompt has: usage beyond the reservation is a lie (or a proxy bug), and charging it would
     let one bad reply lock the agent out of the AI for an hour and poison the cost dashboards."""
@@ -245,6 +245,9 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation() -> None:
             anthropic_base_url=claude.url,
             ai_call_interval_seconds=1,
             dry_run=False,
+            # Its own ledger: the default file in the working directory keeps this agent's
+            # last call, and the fake clock starts at the same instant in every run.
+            budget_ledger=tmp_path / "budget.sqlite",
         )
         out = io.StringIO()
         clock = FakeClock()
