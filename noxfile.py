@@ -66,7 +66,7 @@ def record(session: nox.Session) -> None:
     if not os.environ.get("ANTHROPIC_API_KEY"):
         session.error("ANTHROPIC_API_KEY is not set: recording needs the real API")
     install(session, "test")
-    session.run("python", "-m", "agents.core.ai.record", *session.posargs)
+    session.run("python", "-m", "agents.devtools.record", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -107,7 +107,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from agents.core.ai.costcli import main as run
+    from agents.cost_cli import main as run
 
     return run(args)
 

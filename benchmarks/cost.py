@@ -175,7 +175,7 @@ def totals(per_agent: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 def plan_bound() -> dict[str, float]:
     """What `agents cost plan` prints as the fleet's provable bound."""
-    from agents.core.ai.costcli import plan
+    from agents.cost_cli import plan
 
     fleet = plan()["fleet"]
     return {

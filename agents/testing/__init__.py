@@ -9,59 +9,12 @@ in-process measurements of the handling paths.
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.core.ai.client import DRY_RUN_REPLIES
-from agents.ports import Delivery, Mode, ModelReply, ModelRequest, PublishError
+from agents.ports import Delivery, PublishError
 from agents.vocab import QUEUES
-
-
-class ScriptedClient:
-    """A model stand-in for the real DecisionEngine: answers each request with the next scripted
-    reply text for its agent type, else that type's default. The engine around it is the real
-    one (cost guard, reply parsing and clamping, AI_DECISION lines and points)."""
-
-    mode: Mode = "replay"
-    model = "scripted"
-
-    def __init__(self, replies: dict[str, Iterable[str]] | None = None, tokens: int = 0) -> None:
-        self.replies: dict[str, deque[str]] = {
-            kind: deque(texts) for kind, texts in (replies or {}).items()
-        }
-        self.tokens = tokens
-        self.requests: list[ModelRequest] = []
-
-    def script(self, agent_type: str, *texts: str) -> None:
-        self.replies.setdefault(agent_type, deque()).extend(texts)
-
-    def complete(self, request: ModelRequest) -> ModelReply:
-        self.requests.append(request)
-        queue = self.replies.get(request.agent_type)
-        text = queue.popleft() if queue else DRY_RUN_REPLIES[request.agent_type]
-        return ModelReply(text, self.tokens, self.tokens, self.model, "end_turn")
-
-
-def consumer_reply(action: str) -> str:
-    return json.dumps({"action": action, "reasoning": f"scripted {action}"})
-
-
-def publisher_reply(action: str, fictional: float, nonfictional: float) -> str:
-    return json.dumps(
-        {
-            "action": action,
-            "fictional_interval": fictional,
-            "nonfictional_interval": nonfictional,
-            "reasoning": f"scripted {action}",
-        }
-    )
-
-
-def monitor_reply(status: str, issues: Sequence[str] = ()) -> str:
-    return json.dumps({"status": status, "issues": list(issues), "suggestions": ["scripted"]})
 
 
 @dataclass
@@ -194,8 +147,17 @@ def bodies(items: Iterable[Published]) -> list[bytes]:
     return [item.body for item in items]
 
 
-# Log capture and the environment cleaner have their own modules; re-exported so tests,
-# benchmarks and tools import every test helper from one place.
+# The Claude stand-ins, log capture and the environment cleaner have their own modules;
+# re-exported so tests, benchmarks and tools import every test helper from one place.
+from agents.testing.claude import FakeMessagesAPI as FakeMessagesAPI  # noqa: E402
+from agents.testing.claude import Rig as Rig  # noqa: E402
+from agents.testing.claude import ScriptedClient as ScriptedClient  # noqa: E402
+from agents.testing.claude import consumer_reply as consumer_reply  # noqa: E402
+from agents.testing.claude import make_rig as make_rig  # noqa: E402
+from agents.testing.claude import message_json as message_json  # noqa: E402
+from agents.testing.claude import mock_client as mock_client  # noqa: E402
+from agents.testing.claude import monitor_reply as monitor_reply  # noqa: E402
+from agents.testing.claude import publisher_reply as publisher_reply  # noqa: E402
 from agents.testing.env import AGENT_VARIABLES as AGENT_VARIABLES  # noqa: E402
 from agents.testing.env import AI_VARIABLES as AI_VARIABLES  # noqa: E402
 from agents.testing.env import clean_env as clean_env  # noqa: E402

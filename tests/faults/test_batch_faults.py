@@ -36,9 +36,9 @@ import pytest
 
 from agents.core.broker import declare_topology
 from agents.testing import parse_lines
+from agents.testing.claude import FakeMessagesAPI
 from tests.support.waiting import wait_until
 
-from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.ledger import CONSUMED, MAIN_QUEUES, Ledger
 from .toolkit.procs import AgentProcess, Fleet, agent_env, consumer_env, fleet
 from .toolkit.rabbit import QueueInspector, close_agent_connection
@@ -58,7 +58,7 @@ def ai_actions(process: AgentProcess, action: str) -> int:
     )
 
 
-def live_ai(claude: FakeAnthropic, **extra: str) -> dict[str, str]:
+def live_ai(claude: FakeMessagesAPI, **extra: str) -> dict[str, str]:
     """consumer-1 asks the (fake) model about every message the one-call-per-second guard
     admits; the model's answer is whatever the fake is told to say."""
     return {
@@ -122,7 +122,7 @@ def test_batch_held_across_a_reconnect_then_stopped(
     inspector: QueueInspector,
     fault_report: FaultReport,
 ) -> None:
-    with FakeAnthropic(["ok"], consumer_action="batch") as claude:
+    with FakeMessagesAPI(["ok"], consumer_action="batch") as claude:
         inject, facts = hold_reconnect_then(vhost, stop, held_before=6, held_after=3)
         outcome = run_fleet_scenario(
             scenario,
@@ -161,7 +161,7 @@ def test_batch_held_across_a_reconnect_then_stopped(
 def test_flag_under_connection_loss(
     vhost: str, tmp_path: Path, inspector: QueueInspector, fault_report: FaultReport
 ) -> None:
-    with FakeAnthropic(["ok"], consumer_action="flag") as claude:
+    with FakeMessagesAPI(["ok"], consumer_action="flag") as claude:
         closed: set[str] = set()
 
         def inject(running: Fleet) -> list[float]:
@@ -243,7 +243,7 @@ def test_hostile_messages_accounted_for(
     ledger = Ledger()
     hostile: set[str] = set()
     with (
-        FakeAnthropic(["ok", "out_of_range", "injection", "non_json"]) as claude,
+        FakeMessagesAPI(["ok", "out_of_range", "injection", "non_json"]) as claude,
         fleet(tmp_path, agent_env(vhost, tmp_path)) as running,
     ):
         consumer = running.start("consumer-1", "consumer", **consumer_env(1, **live_ai(claude)))

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from agents.testing.claude import BEHAVIOURS, INJECTION_MARKER, FakeMessagesAPI
 from tests.support.waiting import wait_until
 
-from .toolkit.fake_anthropic import BEHAVIOURS, INJECTION_MARKER, FakeAnthropic
 from .toolkit.fake_influx import FakeInflux
 from .toolkit.ledger import parse_ts
 from .toolkit.procs import Fleet
@@ -127,7 +127,7 @@ def test_claude_api_faults(
         "MAX_TOKENS_PER_HOUR": "20000",
         "MAX_COST_PER_10MIN_USD": "0.02",
     }
-    with FakeAnthropic(script, retry_after=0.2, hang=5) as claude:
+    with FakeMessagesAPI(script, retry_after=0.2, hang=5) as claude:
         ai_env["ANTHROPIC_BASE_URL"] = claude.url
         faults_from: dict[str, float] = {}
 
@@ -235,14 +235,15 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation(tmp_path: P
     from agents.core.settings import ConsumerSettings, load_settings
     from agents.testing import LogCapture
 
-    with FakeAnthropic(["huge_usage", "ok"]) as claude:
+    with FakeMessagesAPI(["huge_usage", "ok"]) as claude:
         settings = load_settings(
             ConsumerSettings,
             anthropic_api_key="sk-ant-fake-usage",
             anthropic_base_url=claude.url,
             ai_call_interval_seconds=1,
             dry_run=False,
-            # Its own ledger: spend other tests left in ./var must not rate-limit this one.
+            # Its own ledger: the default file in the working directory keeps this agent's
+            # last call, and the fake clock starts at the same instant in every run.
             budget_ledger=tmp_path / "budget.sqlite",
         )
         out = LogCapture()

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from agents.testing.claude import FakeMessagesAPI
 from tests.support.waiting import wait_until
 
-from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.procs import AgentProcess, Fleet, agent_env, consumer_env, fleet, publisher_env
 from .toolkit.report import FaultReport
 
@@ -52,7 +52,7 @@ def ai_lines(process: AgentProcess) -> int:
 def run_budget_fleet(
     vhost: str,
     workdir: Path,
-    claude: FakeAnthropic,
+    claude: FakeMessagesAPI,
     *,
     ledger_env: Mapping[str, str],
     per_process_ledger: bool = False,
@@ -140,7 +140,7 @@ def run_budget_fleet(
 def test_live_fleet_bills_within_the_fleet_cap_across_kills_and_restarts(
     vhost: str, tmp_path: Path, fault_report: FaultReport
 ) -> None:
-    with FakeAnthropic(["ok"]) as claude:
+    with FakeMessagesAPI(["ok"]) as claude:
         summary = run_budget_fleet(vhost, tmp_path, claude, ledger_env={})
     fault_report.add(summary)
     assert summary["billed_usd"] <= FLEET_CAP
@@ -156,7 +156,7 @@ def test_live_fleet_bills_within_the_fleet_cap_across_kills_and_restarts(
 def test_live_fleet_on_redis_bills_within_the_fleet_cap(
     vhost: str, tmp_path: Path, fault_report: FaultReport, redis_space: Any
 ) -> None:
-    with FakeAnthropic(["ok"]) as claude:
+    with FakeMessagesAPI(["ok"]) as claude:
         summary = run_budget_fleet(
             vhost,
             tmp_path,
@@ -178,7 +178,7 @@ def test_negative_control_one_ledger_per_process_overspends(
 ) -> None:
     """Today's failure mode, reproduced: each process guards only itself, so four consumers
     (and every restart) spend the 'fleet' cap several times over."""
-    with FakeAnthropic(["ok"]) as claude:
+    with FakeMessagesAPI(["ok"]) as claude:
         summary = run_budget_fleet(
             vhost, tmp_path, claude, ledger_env={}, per_process_ledger=True, restarts=0
         )

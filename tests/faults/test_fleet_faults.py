@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from agents.testing.claude import FakeMessagesAPI
 from tests.support.fleet import fleet_process
 from tests.support.waiting import wait_until
 
-from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.procs import Fleet
 from .toolkit.rabbit import QueueInspector, agent_connections, close_connections
 from .toolkit.report import FaultReport
@@ -62,7 +62,7 @@ def test_consumer_sigkill_mid_batch(
 ) -> None:
     """Scenario 3: consumer-1 holds a batch and a full prefetch of unacked messages when it is
     SIGKILLed; the broker hands them to consumer-2, and nothing is lost."""
-    with FakeAnthropic(["ok"], consumer_action="batch") as claude:
+    with FakeMessagesAPI(["ok"], consumer_action="batch") as claude:
         killed: dict[str, float] = {}
 
         def inject(running: Fleet) -> list[float]:

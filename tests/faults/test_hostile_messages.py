@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.claude import FakeMessagesAPI
 from tests.support.waiting import wait_until
 
-from .toolkit.fake_anthropic import FakeAnthropic
 from .toolkit.ledger import DEAD_LETTER_QUEUE
 from .toolkit.procs import AgentProcess, agent_env, consumer_env, fleet
 from .toolkit.rabbit import QueueInspector, Raw
@@ -149,14 +149,14 @@ def _parses(body: bytes) -> bool:
 
 
 @pytest.fixture
-def claude() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(["ok"]) as fake:
+def claude() -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI(["ok"]) as fake:
         yield fake
 
 
 @pytest.fixture
 def consumer(
-    vhost: str, tmp_path: Path, claude: FakeAnthropic, inspector: QueueInspector
+    vhost: str, tmp_path: Path, claude: FakeMessagesAPI, inspector: QueueInspector
 ) -> Iterator[AgentProcess]:
     env = agent_env(
         vhost,
@@ -222,7 +222,7 @@ def test_hostile_bodies_are_dead_lettered_with_a_reason(
 
 
 def test_injection_in_free_text_never_reaches_a_prompt(
-    consumer: AgentProcess, inspector: QueueInspector, claude: FakeAnthropic
+    consumer: AgentProcess, inspector: QueueInspector, claude: FakeMessagesAPI
 ) -> None:
     """Titles and authors may legitimately say anything printable: such messages are consumed,
     but the prompt is built only from genre, priority and depth."""

@@ -11,9 +11,7 @@ import pytest
 import yaml
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai import seed
 from agents.core.ai.client import load_cassette
-from agents.core.ai.testing import make_rig
 from agents.core.clock import FakeClock
 from agents.core.settings import (
     ConsumerSettings,
@@ -21,7 +19,10 @@ from agents.core.settings import (
     PublisherSettings,
     load_settings,
 )
+from agents.devtools import seed
 from agents.testing import AI_VARIABLES
+from agents.testing.claude import make_rig
+from agents.vocab import Event
 from tests.support.env import scrub_env
 
 REPO_CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
@@ -84,7 +85,7 @@ def test_a_miss_is_a_loud_immediate_fallback(workdir: Path) -> None:
     rig = make_rig(settings, AnthropicClient(sdk, settings.claude_model, "replay", FakeClock()))
     decision = rig.engine.decide_consumer("fictional", 1, 0)
     assert decision.fallback == "replay_miss"
-    (warning,) = [line for line in rig.lines("WARNING") if line["message"].startswith("AI call")]
+    (warning,) = [line for line in rig.lines("WARNING") if line["message"] == Event.AI_FALLBACK]
     assert "no recording" in warning["context"]["error"]
     assert sdk.max_retries == 0
 

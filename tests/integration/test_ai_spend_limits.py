@@ -14,10 +14,11 @@ import pytest
 from agents.core.ai.client import resume_time
 from agents.core.ai.ledger import memory_ledger
 from agents.core.ai.prices import UNKNOWN_MODEL_PRICE
-from agents.core.ai.testing import Rig, make_rig, message_json, mock_client
 from agents.core.clock import FakeClock
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.ports import Ledger
+from agents.testing.claude import Rig, make_rig, message_json, mock_client
+from agents.vocab import Event
 
 OK = '{"action": "process", "reasoning": "fine"}'
 
@@ -93,7 +94,7 @@ def test_spend_limit_is_final_for_every_agent_until_the_reset(kind: str) -> None
     # One ERROR for the whole episode, counted as an error metric.
     errors = [line for rig in (one, two) for line in rig.lines("ERROR")]
     assert len(errors) == 1
-    assert errors[0]["message"].startswith("Anthropic spend limit reached")
+    assert errors[0]["message"] == Event.API_SPEND_LIMIT
     assert errors[0]["context"]["ai_fallback"] == reason
     resume = datetime.fromisoformat(errors[0]["context"]["resume_at"])
     assert abs(resume - (FakeClock().now() + expected_pause)) < timedelta(minutes=2)

@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai import record
 from agents.core.ai.engine import resolve_mode
 from agents.core.settings import PublisherSettings, load_settings
-from tests.fake_messages_api import fake_messages_api
+from agents.devtools import record
+from agents.devtools.seed import synthetic_answer
+from agents.testing.claude import FakeMessagesAPI
 from tests.integration.test_ai_replay import assert_every_action_replays
 
 FAKE_KEY = "sk-ant-api03-FAKE-recording-key-0123456789abcdef"
@@ -21,7 +22,10 @@ FAKE_KEY = "sk-ant-api03-FAKE-recording-key-0123456789abcdef"
 
 def record_through_fake(directory: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """Run the recorder (the code `nox -s record` runs) against the fake; its request count."""
-    with fake_messages_api() as api:
+    # Answers by the seed's rules, usage roughly four bytes a token: what the API would send.
+    with FakeMessagesAPI(
+        answer=synthetic_answer, usage=lambda prompt, text: (len(prompt) // 4 + 60, len(text) // 4)
+    ) as api:
         monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         monkeypatch.setenv("CASSETTES_DIR", str(directory))
@@ -30,7 +34,7 @@ def record_through_fake(directory: Path, monkeypatch: pytest.MonkeyPatch) -> int
         assert record.main() == 0
         # The key reached the API in the SDK's credential header (the cassettes must not keep it).
         assert all(
-            FAKE_KEY in (r["headers"].get("x-api-key", "") + r["headers"].get("authorization", ""))
+            FAKE_KEY in (r.headers.get("x-api-key", "") + r.headers.get("authorization", ""))
             for r in api.requests
         )
         return len(api.requests)

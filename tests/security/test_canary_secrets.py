@@ -20,11 +20,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from faults.toolkit.fake_anthropic import FakeAnthropic
 from faults.toolkit.fake_influx import FakeInflux
 from faults.toolkit.procs import agent_env, read_lines
 from faults.toolkit.rabbit import agent_connections, dedicated_user
 
+from agents.testing.claude import FakeMessagesAPI
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.faults]
@@ -67,7 +67,7 @@ def test_no_secret_in_any_output(vhost: str, tmp_path: Path) -> None:
     err_file = tmp_path / "fleet.err"
     with (
         dedicated_user(vhost, secrets["RABBITMQ_PASS"]) as user,
-        FakeAnthropic(["echo_key_401", "ok", "500", "non_json", "ok"]) as claude,
+        FakeMessagesAPI(["echo_key_401", "ok", "500", "non_json", "ok"]) as claude,
         FakeInflux() as influx,
     ):
         env = agent_env(

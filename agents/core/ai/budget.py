@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 from agents.core.ai.guard import BudgetObserver
 from agents.core.logs import Logger
-from agents.core.metrics import BUDGET, BUDGET_THRESHOLD, Metrics
+from agents.core.metrics import BUDGET, BUDGET_THRESHOLD, Measurement, Metrics
 from agents.ports import Usage
+from agents.vocab import Event
 
 THRESHOLDS = (0.5, 0.8, 1.0)
 ERROR_EVERY_S = 60.0
@@ -53,21 +54,20 @@ class BudgetWatch(BudgetObserver):
                 self._threshold(u, 1.0 if refused == u.cap.reason else ratio)
 
     def _write_gauge(self, u: Usage, ratio: float) -> None:
+        fields = {
+            "reserved_usd": u.reserved,
+            "settled_usd": u.settled,
+            "remaining_usd": u.remaining,
+            "cap_usd": float(u.cap.limit),
+            "used_ratio": ratio,
+        }
+        self._write(BUDGET, fields, scope=u.cap.scope, window=u.cap.window)
+
+    def _write(self, measurement: Measurement, fields: dict[str, float], **tags: str) -> None:
         try:
-            self.metrics.write(
-                BUDGET,
-                {
-                    "reserved_usd": u.reserved,
-                    "settled_usd": u.settled,
-                    "remaining_usd": u.remaining,
-                    "cap_usd": float(u.cap.limit),
-                    "used_ratio": ratio,
-                },
-                scope=u.cap.scope,
-                window=u.cap.window,
-            )
+            self.metrics.write(measurement, fields, None, **tags)
         except (TypeError, ValueError) as exc:  # a schema slip must not stop the agent
-            self.logger.error("Budget metric rejected", error=str(exc)[:300])
+            self.logger.error(Event.BUDGET_METRIC_REJECTED, error=str(exc)[:300])
 
     def _threshold(self, u: Usage, ratio: float) -> None:
         key = (u.cap.scope, u.cap.window)
@@ -87,20 +87,13 @@ class BudgetWatch(BudgetObserver):
                 cap_usd=u.cap.limit,
                 used_ratio=round(ratio, 4),
             )
-            try:
-                self.metrics.write(
-                    BUDGET_THRESHOLD,
-                    {
-                        "budget_threshold_count": 1,
-                        "used_ratio": ratio,
-                        "cap_usd": float(u.cap.limit),
-                    },
-                    scope=u.cap.scope,
-                    window=u.cap.window,
-                    threshold=str(percent),
-                )
-            except (TypeError, ValueError) as exc:
-                self.logger.error("Budget metric rejected", error=str(exc)[:300])
+            self._write(
+                BUDGET_THRESHOLD,
+                {"budget_threshold_count": 1, "used_ratio": ratio, "cap_usd": float(u.cap.limit)},
+                scope=u.cap.scope,
+                window=u.cap.window,
+                threshold=str(percent),
+            )
 
     def ledger_error(self, operation: str, detail: str) -> None:
         now = self._monotonic()
@@ -114,7 +107,7 @@ class BudgetWatch(BudgetObserver):
         self.metrics.error(LEDGER_ERROR_KIND)
         if loud:
             self.logger.error(
-                "Spend ledger unavailable: AI calls are refused until it is back",
+                Event.LEDGER_UNAVAILABLE,
                 operation=operation,
                 ledger=self.ledger_description,
                 error=detail[:300],

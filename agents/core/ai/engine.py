@@ -1,5 +1,8 @@
 """The decision engine an agent holds: prompt -> guard -> client -> parse -> log line + metric.
 
+The engine is the generic guarded call; what each agent asks (prompt, schema, bounds, the
+fields of its line and point) is an `Ask` from `agents.core.ai.decisions`.
+
 `build_engine` resolves the mode once (DRY_RUN=true -> dry-run; else an API key -> live; else a
 usable cassette -> replay; else dry-run) and logs the mode and why. Every decision then follows
 one path, whatever the mode, and never raises into the agent loop: a bad input, a refusal by the
@@ -9,24 +12,26 @@ guard or a failed call yields the agent's default decision with `fallback` namin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.core.ai import cassettes as cs
-from agents.core.ai import prompts, schemas
+from agents.core.ai import decisions, prompts
 from agents.core.ai.budget import BudgetWatch
 from agents.core.ai.client import DryRunClient, cassette_metadata, load_cassette, recorded_for
+from agents.core.ai.decisions import Ask
 from agents.core.ai.guard import CostGuard, GuardLimits, Refused
 from agents.core.ai.ledger import memory_ledger, open_ledger
 from agents.core.ai.prices import FREE, Price, lookup, price_for
-from agents.core.ai.schemas import ConsumerDecision, MonitorAnalysis, PublisherDecision
-from agents.core.logs import Level, Logger
+from agents.core.ai.schemas import ConsumerDecision, Decision, MonitorAnalysis, PublisherDecision
+from agents.core.logs import Logger
 from agents.core.metrics import AI_DECISION, Metrics
-from agents.core.settings import CommonSettings, PublisherSettings
+from agents.core.settings import CommonSettings
 from agents.ports import AIError, Clock, DecisionClient, Ledger, Mode, ModelRequest
+from agents.vocab import Event
 
 INVALID_INPUT = "invalid_input"
 UNEXPECTED_ERROR = "unexpected_error"
@@ -35,7 +40,7 @@ UNEXPECTED_ERROR = "unexpected_error"
 # built from the schema. Generous on purpose: the reservation must be an upper bound.
 PROMPT_OVERHEAD_TOKENS = 512
 
-D = TypeVar("D", PublisherDecision, ConsumerDecision, MonitorAnalysis)
+D = TypeVar("D", bound=Decision)
 
 
 def input_tokens_upper(prompt: str, schema: Mapping[str, object]) -> int:
@@ -148,7 +153,7 @@ class DecisionEngine:
             "max_retries": self.settings.ai_max_retries,
         }
 
-    # --- the three decisions -----------------------------------------------------------
+    # --- the three decisions, each an `Ask` from `agents.core.ai.decisions` ------------------
 
     def decide_publisher(
         self,
@@ -157,131 +162,54 @@ class DecisionEngine:
         fictional_interval: float,
         nonfictional_interval: float,
     ) -> PublisherDecision:
-        settings = self.settings
-        low, high = (
-            (settings.min_publish_interval_seconds, settings.max_publish_interval_seconds)
-            if isinstance(settings, PublisherSettings)
-            else (1.0, 300.0)
+        return self.decide(
+            decisions.publisher(
+                self.settings,
+                fictional_depth,
+                nonfictional_depth,
+                fictional_interval,
+                nonfictional_interval,
+            )
         )
-        current = (_finite(fictional_interval, low), _finite(nonfictional_interval, low))
-        decision, stats = self._decide(
-            lambda: prompts.publisher_prompt(
-                fictional_depth, nonfictional_depth, fictional_interval, nonfictional_interval
-            ),
-            schemas.PUBLISHER_SCHEMA,
-            lambda text: schemas.parse_publisher(text, current, (low, high)),
-            lambda reason: schemas.default_publisher(current, (low, high), reason),
-        )
-        self._emit(
-            Level.AI_DECISION,
-            "AI decision",
-            decision.action,
-            decision.reasoning,
-            decision.fallback,
-            stats,
-            context={
-                "fictional_interval": decision.fictional_interval,
-                "nonfictional_interval": decision.nonfictional_interval,
-                "queue_depth_fictional": fictional_depth,
-                "queue_depth_non_fictional": nonfictional_depth,
-            },
-            fields={
-                "queue_depth_fictional": _int(fictional_depth),
-                "queue_depth_non_fictional": _int(nonfictional_depth),
-                "fictional_interval_s": decision.fictional_interval,
-                "nonfictional_interval_s": decision.nonfictional_interval,
-            },
-        )
-        return decision
 
     def decide_consumer(self, genre: str, priority: int, queue_depth: int) -> ConsumerDecision:
-        decision, stats = self._decide(
-            lambda: prompts.consumer_prompt(genre, priority, queue_depth),
-            schemas.CONSUMER_SCHEMA,
-            schemas.parse_consumer,
-            schemas.default_consumer,
-        )
-        depth_field = {"fictional": "queue_depth_fictional"}.get(
-            str(genre), "queue_depth_non_fictional" if genre == "non-fictional" else ""
-        )
-        self._emit(
-            Level.AI_DECISION,
-            "AI decision",
-            decision.action,
-            decision.reasoning,
-            decision.fallback,
-            stats,
-            context={
-                "genre": schemas.clean_text(genre, 40),
-                "priority": priority if isinstance(priority, int) else str(priority)[:20],
-                "queue_depth": _int(queue_depth),
-            },
-            fields={depth_field: _int(queue_depth)} if depth_field else {},
-        )
-        return decision
+        return self.decide(decisions.consumer(genre, priority, queue_depth))
 
     def analyse(
         self, messages_published: int, queue_depths: dict[str, int], errors: int
     ) -> MonitorAnalysis:
-        error_count = _int(errors)
-        decision, stats = self._decide(
-            lambda: prompts.monitor_prompt(messages_published, queue_depths, errors),
-            schemas.MONITOR_SCHEMA,
-            lambda text: schemas.parse_monitor(text, error_count),
-            lambda reason: schemas.default_monitor(error_count, reason),
-        )
-        depths = queue_depths if isinstance(queue_depths, Mapping) else {}
-        fields = {
-            "queue_depth_fictional": _int(depths.get("fictional", 0)),
-            "queue_depth_non_fictional": _int(depths.get("non-fictional", 0)),
-        }
-        self._emit(
-            Level.AI_ANALYSIS,
-            "System health check",
-            decision.status,
-            "; ".join(decision.issues) or decision.status,
-            decision.fallback,
-            stats,
-            context={
-                "status": decision.status,
-                "issues": decision.issues,
-                "suggestions": decision.suggestions,
-                "messages_published": _int(messages_published),
-                "queue_depths": {str(k): _int(v) for k, v in depths.items()},
-                "errors": error_count,
-            },
-            fields=fields,
-        )
-        return decision
+        return self.decide(decisions.monitor(messages_published, queue_depths, errors))
 
     # --- one path for all ---------------------------------------------------------------
 
-    def _decide(
-        self,
-        build_prompt: Callable[[], str],
-        schema: Mapping[str, object],
-        parse: Callable[[str], D],
-        default: Callable[[str], D],
-    ) -> tuple[D, CallStats]:
+    def decide(self, ask: Ask[D]) -> D:
+        """Ask, under the guard; log the decision line and write its point; never raise."""
+        decision, stats = self._call(ask)
+        self._emit(ask, decision, stats)
+        return decision
+
+    def _call(self, ask: Ask[D]) -> tuple[D, CallStats]:
         started = self.clock.monotonic()
+        default = ask.default
 
         def done(decision: D, **stats: Any) -> tuple[D, CallStats]:
             latency = max(0.0, (self.clock.monotonic() - started) * 1000.0)
             return decision, CallStats(latency_ms=latency, **stats)
 
         try:
-            prompt = build_prompt()
+            prompt = ask.prompt()
         except prompts.PromptInputError as exc:
-            self.logger.warning(
-                "AI decision input rejected", ai_fallback=INVALID_INPUT, error=str(exc)
-            )
+            self.logger.warning(Event.AI_INPUT_REJECTED, ai_fallback=INVALID_INPUT, error=str(exc))
             return done(default(INVALID_INPUT))
         try:
-            reservation = self.guard.reserve(input_tokens_upper(prompt, schema), self.price)
+            reservation = self.guard.reserve(input_tokens_upper(prompt, ask.schema), self.price)
         except Refused as refusal:
             # An unavailable ledger is logged (once a minute) and counted by the budget watch.
             return done(default(refusal.reason))
-        request = ModelRequest(self.settings.agent_type, prompt, self.settings.max_tokens, schema)
+        # The request asks for exactly the output the guard reserved: one value, one source.
+        request = ModelRequest(
+            self.settings.agent_type, prompt, reservation.max_output_tokens, ask.schema
+        )
         try:
             reply = self.client.complete(request)
         except AIError as exc:
@@ -293,7 +221,7 @@ class DecisionEngine:
                 self._stop_calling(exc, exc.resume_at)
                 return done(default(exc.reason), called=True)
             self.logger.warning(
-                "AI call failed; using the default decision",
+                Event.AI_FALLBACK,
                 ai_fallback=exc.reason,
                 ai_mode=self.mode,
                 error=exc.detail,
@@ -302,7 +230,7 @@ class DecisionEngine:
         except Exception as exc:  # a bug below must still not stop the agent
             self.guard.keep_worst_case(reservation)
             self.logger.error(
-                "AI call failed unexpectedly", ai_fallback=UNEXPECTED_ERROR, error=repr(exc)[:300]
+                Event.AI_FAILED_UNEXPECTEDLY, ai_fallback=UNEXPECTED_ERROR, error=repr(exc)[:300]
             )
             return done(default(UNEXPECTED_ERROR), called=True, cost_usd=reservation.usd)
         settled = self.guard.settle(
@@ -310,14 +238,13 @@ class DecisionEngine:
         )
         if settled.overran:
             self.logger.warning(
-                "AI reply reported more usage than its reservation allows; charged at the "
-                "reservation",
+                Event.AI_OVER_RESERVATION,
                 reserved_tokens=reservation.tokens,
                 reported_input_tokens=reply.input_tokens,
                 reported_output_tokens=reply.output_tokens,
             )
         return done(
-            parse(reply.text),
+            ask.parse(reply.text),
             called=True,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
@@ -331,29 +258,21 @@ class DecisionEngine:
         self.metrics.error(exc.reason)
         resume = datetime.fromtimestamp(resume_at, UTC).isoformat(timespec="seconds")
         self.logger.error(
-            "Anthropic spend limit reached: no AI calls until it resets",
+            Event.API_SPEND_LIMIT,
             ai_fallback=exc.reason,
             ai_mode=self.mode,
             error=exc.detail,
             resume_at=resume,
         )
 
-    def _emit(
-        self,
-        level: Level,
-        message: str,
-        action: str,
-        reasoning: str,
-        fallback: str | None,
-        stats: CallStats,
-        context: dict[str, Any],
-        fields: dict[str, Any],
-    ) -> None:
+    def _emit(self, ask: Ask[D], decision: D, stats: CallStats) -> None:
+        record = ask.record(decision)
+        fallback = decision.fallback
         self.logger.log(
-            level,
-            message,
-            ai_action=action,
-            reasoning=reasoning,
+            ask.level,
+            ask.message,
+            ai_action=record.action,
+            reasoning=record.reasoning,
             ai_mode=self.mode,
             ai_fallback=fallback,
             ai_decision_used=fallback is None,
@@ -363,7 +282,7 @@ class DecisionEngine:
             tokens_used=stats.tokens_used,
             cost_usd=round(stats.cost_usd, 8),
             decision_latency_ms=round(stats.latency_ms, 3),
-            **context,
+            **record.context,
         )
         try:
             self.metrics.write(
@@ -372,38 +291,25 @@ class DecisionEngine:
                     "ai_decision_count": 1,
                     "ai_fallback_count": int(fallback is not None),
                     "ai_call_count": int(stats.called),
-                    "ai_reasoning_text": reasoning,
+                    "ai_reasoning_text": record.reasoning,
                     "tokens_used": stats.tokens_used,
                     "input_tokens": stats.input_tokens,
                     "output_tokens": stats.output_tokens,
                     "cost_usd": stats.cost_usd,
                     "decision_latency_ms": stats.latency_ms,
-                    **fields,
+                    **record.fields,
                 },
                 mode=self.mode,
-                action=action,
+                action=record.action,
                 fallback=fallback or "",
                 model=self.client.model,
             )
         except (TypeError, ValueError) as exc:  # a schema slip must not stop the agent
-            self.logger.error("AI decision metric rejected", error=str(exc)[:300])
+            self.logger.error(Event.AI_METRIC_REJECTED, error=str(exc)[:300])
 
 
 def _kept(exc: AIError, reserved_usd: float) -> float:
     return 0.0 if exc.billing == "none" else reserved_usd
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0
-    return max(0, min(value, 2**62))
-
-
-def _finite(value: object, default: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return default
-    number = float(value)
-    return number if number == number and abs(number) != float("inf") and number > 0 else default
 
 
 def build_engine(

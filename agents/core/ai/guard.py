@@ -131,8 +131,11 @@ class Refused(Exception):
 class Reservation:
     id: int
     at: float
-    tokens: int
+    tokens: int  # the worst case: the input's upper bound plus `max_output_tokens`
     usd: float
+    # The reply's length the worst case assumes: the request must send exactly this as its
+    # `max_tokens`, or the reservation no longer bounds what the call can cost.
+    max_output_tokens: int
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,9 @@ class CostGuard:
 
     def reserve(self, input_tokens_upper: int, price: Price) -> Reservation:
         """Admit one call at its worst case, or raise `Refused`."""
-        tokens = max(0, input_tokens_upper) + self.limits.max_tokens
-        usd = price.cost(max(0, input_tokens_upper), self.limits.max_tokens)
+        output = self.limits.max_tokens
+        tokens = max(0, input_tokens_upper) + output
+        usd = price.cost(max(0, input_tokens_upper), output)
         now = self.now()
         with self._lock:
             self._refuse_locally(now)
@@ -204,7 +208,7 @@ class CostGuard:
         with self._lock:
             self._last_admitted = now
         self.observer.usage(_with(admission.usage, usd, tokens), None)
-        return Reservation(admission.entry_id, admission.at, tokens, usd)
+        return Reservation(admission.entry_id, admission.at, tokens, usd, output)
 
     def _back_off(self, now: float, reason: str, scale: float) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from agents.core.settings import QUEUES
+from agents.vocab import QUEUES
 
 PUBLISHER_TEMPLATE: Final = (
     "You are a publisher agent. Current queue depths: fictional={X}, non-fictional={Y}.\n"

@@ -12,9 +12,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 PublisherAction = Literal["continue", "slow_down", "speed_up"]
 ConsumerAction = Literal["process", "batch", "flag"]
@@ -40,7 +47,9 @@ def clean_text(value: object, limit: int = MAX_REASONING_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _Decision(BaseModel):
+class Decision(BaseModel):
+    """What every agent's decision has: `fallback` names why the default was used."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     fallback: str | None = None
@@ -51,19 +60,19 @@ class _Decision(BaseModel):
         return self.fallback is None
 
 
-class PublisherDecision(_Decision):
+class PublisherDecision(Decision):
     action: PublisherAction
     fictional_interval: float
     nonfictional_interval: float
     reasoning: str
 
 
-class ConsumerDecision(_Decision):
+class ConsumerDecision(Decision):
     action: ConsumerAction
     reasoning: str
 
 
-class MonitorAnalysis(_Decision):
+class MonitorAnalysis(Decision):
     status: HealthStatus
     issues: list[str] = Field(default_factory=list)
     suggestions: list[str] = Field(default_factory=list)
@@ -101,14 +110,9 @@ class _Reply(BaseModel):
 
 
 class PublisherReply(_Reply):
-    action: PublisherAction
+    action: Annotated[PublisherAction, BeforeValidator(_token)]
     fictional_interval: float | None = None
     nonfictional_interval: float | None = None
-
-    @field_validator("action", mode="before")
-    @classmethod
-    def _action(cls, value: object) -> object:
-        return _token(value)
 
     @field_validator("fictional_interval", "nonfictional_interval", mode="before")
     @classmethod
@@ -145,14 +149,9 @@ class ConsumerReply(_Reply):
 class MonitorReply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    status: HealthStatus
+    status: Annotated[HealthStatus, BeforeValidator(_token)]
     issues: list[str] = Field(default_factory=list)
     suggestions: list[str] = Field(default_factory=list)
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _status(cls, value: object) -> object:
-        return _token(value)
 
     @field_validator("issues", "suggestions", mode="before")
     @classmethod

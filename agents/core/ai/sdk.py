@@ -131,9 +131,23 @@ class AnthropicClient:
             if exc.status_code == 400 and WORKSPACE_LIMIT.search(_api_message(exc)):
                 raise _spend_limit(API_USAGE_LIMIT, exc, self._clock) from exc
             raise AIError(f"api_http_{exc.status_code}", "none", _api_message(exc)) from exc
-        except (anthropic.APIResponseValidationError, ValueError) as exc:
+        except (
+            anthropic.APIResponseValidationError,
+            anthropic.APIWebhookValidationError,
+            ValueError,
+        ) as exc:
             # A 200 whose body is not a message: the call itself may have been billed.
             raise AIError("invalid_response", "unknown", type(exc).__name__) from exc
+        except (anthropic.CredentialsError, anthropic.WorkloadIdentityError) as exc:
+            # No credentials to send: the request never reached the Messages API.
+            raise AIError("api_credentials_error", "none", type(exc).__name__) from exc
+        except anthropic.RetryableError as exc:
+            # Middleware asked for a retry the SDK may not make (ours are at most max_retries=0).
+            raise AIError("api_retryable_error", "unknown", type(exc).__name__) from exc
+        except anthropic.AnthropicError as exc:
+            # The SDK's base classes raised as such (e.g. a credentials provider's bad answer);
+            # every subclass has its own reason above (tests/unit/ai/test_sdk_errors.py).
+            raise AIError("api_client_error", "unknown", type(exc).__name__) from exc
         except Exception as exc:  # the SDK is a dependency; the agent loop must never see it fail
             raise AIError("unexpected_error", "unknown", type(exc).__name__) from exc
         if not isinstance(message, anthropic.types.Message):

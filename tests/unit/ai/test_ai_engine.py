@@ -11,13 +11,13 @@ from pydantic import SecretStr
 from agents.core.ai import resolve_mode
 from agents.core.ai.cassettes import packaged_cassettes_dir
 from agents.core.ai.guard import RATE_LIMITED, SPEND_CAP_10MIN
-from agents.core.ai.testing import make_rig
 from agents.core.settings import (
     ConsumerSettings,
     MonitorSettings,
     PublisherSettings,
     load_settings,
 )
+from agents.testing.claude import make_rig
 
 PACKAGED_CASSETTES = packaged_cassettes_dir()
 
@@ -146,3 +146,34 @@ def test_publisher_never_raises_on_bad_numbers(depth: object) -> None:
     decision = rig.engine.decide_publisher(depth, 0, 5.0, 10.0)  # type: ignore[arg-type]
     assert decision.fallback == "invalid_input"
     assert (decision.fictional_interval, decision.nonfictional_interval) == (5.0, 10.0)
+
+
+@pytest.mark.parametrize("max_tokens", [16, 200, 4096])
+def test_the_request_asks_for_exactly_the_output_the_guard_reserved(max_tokens: int) -> None:
+    """The cost bound rests on one number: the reply's `max_tokens` the guard reserves is the
+    one the request sends. Read from the ledger while the call is in flight (the reservation is
+    still open at its worst case), not from settings, so a second source would fail here."""
+    from agents.core.ai import decisions
+    from agents.core.ai.engine import input_tokens_upper
+    from agents.core.ai.ledger import memory_ledger
+    from agents.ports import ModelReply, ModelRequest
+
+    ledger = memory_ledger()
+    seen: list[tuple[int, int]] = []  # (the request's max_tokens, the open reservation's tokens)
+
+    class LedgerReadingClient:
+        mode = "live"
+        model = "claude-haiku-5-5"
+
+        def complete(self, request: ModelRequest) -> ModelReply:
+            (entry,) = [e for e in ledger.entries() if e.state == "reserved"]
+            seen.append((request.max_tokens, entry.tokens))
+            return ModelReply('{"action": "process", "reasoning": "ok"}', 1, 1, self.model)
+
+    settings = load_settings(ConsumerSettings, max_tokens=max_tokens)
+    rig = make_rig(settings, client=LedgerReadingClient(), ledger=ledger)  # type: ignore[arg-type]
+    assert rig.engine.decide_consumer("fictional", 1, 0).fallback is None
+    ask = decisions.consumer("fictional", 1, 0)
+    reserved_input = input_tokens_upper(ask.prompt(), ask.schema)
+    ((sent, reserved),) = seen
+    assert sent == reserved - reserved_input == max_tokens

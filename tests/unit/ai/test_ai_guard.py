@@ -21,6 +21,7 @@ from agents.core.ai.guard import (
     CostGuard,
     GuardLimits,
     Refused,
+    Reservation,
 )
 from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES, Price
@@ -147,7 +148,7 @@ class GuardMachine(RuleBasedStateMachine):
             max_usd_per_hour=cap_hour,
         )
         self.guard = CostGuard(self.limits, self.clock)
-        self.open: dict[int, object] = {}
+        self.open: dict[int, tuple[Reservation, Price]] = {}
         self.ledger: dict[int, list[float]] = {}  # id -> [time, usd, tokens]
         self.admissions: list[float] = []
 
@@ -165,12 +166,20 @@ class GuardMachine(RuleBasedStateMachine):
         self.ledger[reservation.id] = [reservation.at, reservation.usd, reservation.tokens]
         self.admissions.append(reservation.at)
 
+    def take_open(self, data: st.DataObject) -> tuple[int, Reservation, Price] | None:
+        """One open reservation, drawn and no longer open; None when there is none."""
+        if not self.open:
+            return None
+        key = data.draw(st.sampled_from(sorted(self.open)))
+        reservation, price = self.open.pop(key)
+        return key, reservation, price
+
     @rule(data=st.data())
     def settle(self, data: st.DataObject) -> None:
-        if not self.open:
+        taken = self.take_open(data)
+        if taken is None:
             return
-        key = data.draw(st.sampled_from(sorted(self.open)))
-        reservation, price = self.open.pop(key)  # type: ignore[misc]
+        key, reservation, price = taken
         input_upper = reservation.tokens - self.limits.max_tokens
         used_in = data.draw(st.integers(0, max(0, input_upper)))
         used_out = data.draw(st.integers(0, self.limits.max_tokens))
@@ -180,10 +189,10 @@ class GuardMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        if not self.open:
+        taken = self.take_open(data)
+        if taken is None:
             return
-        key = data.draw(st.sampled_from(sorted(self.open)))
-        reservation, _ = self.open.pop(key)  # type: ignore[misc]
+        key, reservation, _ = taken
         self.guard.release(reservation)
         self.ledger[key][1:] = [0.0, 0]
 

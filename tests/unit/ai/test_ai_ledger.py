@@ -36,6 +36,7 @@ from agents.core.clock import FakeClock
 from agents.core.metrics import MemorySink, Metrics
 from agents.ports import Entry, Ledger, LedgerUnavailable
 from agents.testing import LogCapture
+from agents.vocab import Event
 
 SONNET = PRICES["claude-sonnet-4-5"]  # worst case of reserve(1000): $0.0075
 WORST = 0.0075
@@ -217,7 +218,7 @@ def test_a_corrupt_sqlite_file_refuses_every_call(tmp_path: Path) -> None:
         clock.advance(10)
     # One ERROR per minute, every failure counted.
     (line,) = errors(stream)
-    assert line["message"].startswith("Spend ledger unavailable")
+    assert line["message"] == Event.LEDGER_UNAVAILABLE
     assert len(sink.where("errors", kind="budget_ledger")) == 3
     clock.advance(60)
     with pytest.raises(Refused):

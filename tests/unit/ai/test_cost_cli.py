@@ -8,23 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from agents import cost_cli
 from agents.cli import main as cli
-from agents.core.ai import costcli
 from agents.core.ai.guard import CostGuard, GuardLimits
 from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES
-from agents.core.ai.testing import make_rig
 from agents.core.clock import SystemClock
 from agents.core.metrics import FileSink, Metrics
 from agents.core.metrics_read import FileMetricsReader
 from agents.core.settings import ConsumerSettings, PublisherSettings, load_settings
+from agents.testing.claude import make_rig
 
 
 @pytest.mark.parametrize(
     "model", ["claude-haiku-5-5", "claude-sonnet-4-5", "claude-opus-4-1", "some-future-model"]
 )
 def test_default_caps_bound_the_fleet_to_the_specification_budget(model: str) -> None:
-    data = costcli.plan({"claude_model": model})
+    data = cost_cli.plan({"claude_model": model})
     assert set(data["agents"]) == {
         "publisher-1",
         "publisher-2",
@@ -38,14 +38,14 @@ def test_default_caps_bound_the_fleet_to_the_specification_budget(model: str) ->
 
 
 def test_typical_use_stays_under_the_caps_with_the_default_model() -> None:
-    data = costcli.plan()
+    data = cost_cli.plan()
     for agent in data["agents"].values():
         assert not agent["always_refused"]
         assert agent["typical_usd_per_hour"] < agent["max_cost_per_hour_usd"]
 
 
 def test_the_specification_pricing_reaches_the_caps() -> None:
-    data = costcli.plan({"claude_model": "claude-sonnet-4-5"})
+    data = cost_cli.plan({"claude_model": "claude-sonnet-4-5"})
     assert data["fleet"]["usd_per_10min"] == pytest.approx(0.10)
     assert data["fleet"]["usd_per_hour"] == pytest.approx(0.45)
 
@@ -74,13 +74,13 @@ def test_report_sums_what_the_engine_wrote(tmp_path: Path) -> None:
         else:
             rig.engine.decide_consumer("fictional", 1, 0)
     sink.close()
-    data = costcli.report(FileMetricsReader(path), now=datetime.now(UTC))
+    data = cost_cli.report(FileMetricsReader(path), now=datetime.now(UTC))
     assert data["agents"]["publisher-1"]["ai_decision_count"] == 2
     assert data["agents"]["publisher-1"]["ai_call_count"] == 1
     assert data["agents"]["publisher-1"]["ai_fallback_count"] == 1
     assert data["total"]["ai_decision_count"] == 3
     assert data["total"]["cost_usd"] == 0.0
-    assert "total" in costcli.render_report(data)
+    assert "total" in cost_cli.render_report(data)
 
 
 def test_report_command_reads_the_embedded_file(
@@ -106,7 +106,7 @@ def test_report_command_reads_the_embedded_file(
 def test_plan_shows_the_fleet_caps_whatever_the_number_of_agents(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data = costcli.plan(
+    data = cost_cli.plan(
         {
             "claude_model": "claude-sonnet-4-5",
             "fleet_max_cost_per_10min_usd": 0.03,
@@ -118,7 +118,7 @@ def test_plan_shows_the_fleet_caps_whatever_the_number_of_agents(
     # Five agents could spend up to the sum of their bounds; the fleet cap is lower and wins.
     assert fleet["sum_of_agent_bounds_per_10min"] > 0.03
     assert fleet["usd_per_10min"] == 0.03
-    table = costcli.render_plan(data)
+    table = cost_cli.render_plan(data)
     assert "any number of agents" in table and "$0.0300 in any 10 minutes" in table
 
 

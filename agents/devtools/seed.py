@@ -1,4 +1,4 @@
-"""`python -m agents.core.ai.seed`: write synthetic cassettes until someone records real ones.
+"""`python -m agents.devtools.seed`: write synthetic cassettes until someone records real ones.
 
 The answers are built from the SDK's own response types (`anthropic.types.Message`), served to
 the real SDK through an in-memory transport, and recorded by the same vcrpy pipeline as
@@ -20,10 +20,10 @@ from anthropic.types import Message, TextBlock, Usage
 
 from agents.core.ai import cassettes as cs
 from agents.core.ai.prompts import numbers_of
-from agents.core.ai.record import SETTINGS, cassette_header, drive, recording
 from agents.core.ai.sdk import AnthropicClient, live_sdk
 from agents.core.clock import FakeClock
 from agents.core.settings import CommonSettings, load_settings
+from agents.devtools.record import SETTINGS, cassette_header, drive, recording
 from agents.ports import DecisionClient
 
 # The rules behind the synthetic answers, chosen to be what a sensible operator would do, and so
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         metadata = cassette_header(
             synthetic=True,
             model=load_settings(SETTINGS[agent_type]).claude_model,
-            generator="python -m agents.core.ai.seed",
+            generator="python -m agents.devtools.seed",
             note="synthetic answers built from anthropic.types.Message by the rules in "
-            "agents/core/ai/seed.py; `nox -s record` replaces this file with real recordings",
+            "agents/devtools/seed.py; `nox -s record` replaces this file with real recordings",
         )
         with recording(path, metadata):
             fallbacks = drive(agent_type, offline, {"anthropic_api_key": None})

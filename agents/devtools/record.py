@@ -1,4 +1,4 @@
-"""`python -m agents.core.ai.record` (run by `nox -s record`): re-record the cassettes live.
+"""`python -m agents.devtools.record` (run by `nox -s record`): re-record the cassettes live.
 
 Drives each agent's prompts through a grid of situations (empty queues to a flood, both
 publishing rates, every priority, no errors to many: the states the scenarios reach) against the
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         header = cassette_header(
             synthetic=not official,
             model=base.claude_model,
-            generator="nox -s record (python -m agents.core.ai.record)",
+            generator="nox -s record (python -m agents.devtools.record)",
             note="real answers from the Anthropic API"
             if official
             else f"answers from {endpoint} (ANTHROPIC_BASE_URL), not the Anthropic API",
