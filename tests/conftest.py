@@ -100,7 +100,7 @@ def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, by
     connection = pika.BlockingConnection(connection_parameters(settings))
     try:
         channel = connection.channel()
-        found = []
+        found: list[tuple[Any, Any, bytes]] = []
         while True:
             method, properties, body = channel.basic_get(queue, auto_ack=True)
             if method is None:

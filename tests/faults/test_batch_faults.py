@@ -258,11 +258,11 @@ def test_hostile_messages_accounted_for(
                 good_id, good = good_body(queue)
                 inspector.publish_raw(queue, good, message_id=good_id)
                 ledger.published[good_id] = now
-        good = set(ledger.published) - hostile
+        good_ids = set(ledger.published) - hostile
 
         def all_good_consumed() -> bool:
             consumed = {line["context"].get("message_id") for line in consumer.messages(CONSUMED)}
-            return good <= consumed
+            return good_ids <= consumed
 
         wait_until(all_good_consumed, 90, "every good book consumed")
         wait_until(lambda: settled(inspector), 60, "the consumer drained the queues")

@@ -88,7 +88,7 @@ class ForcedEngine:
         self.asked[action] += 1
         if action == "fallback":
             return default_consumer("forced fallback")
-        return ConsumerDecision(action=action, reasoning=f"forced {action}")  # type: ignore[arg-type]
+        return ConsumerDecision(action=action, reasoning=f"forced {action}")
 
 
 @dataclass
@@ -410,13 +410,15 @@ class ConsumerModel(RuleBasedStateMachine):
             return set(found.confirmed) - known
 
         missing: set[str] = set()
+
+        def all_accounted() -> bool:
+            missing.clear()
+            missing.update(accounted())
+            return not missing
+
         with contextlib.suppress(AssertionError):
             # The broker requeues a dead connection's unacked messages asynchronously.
-            wait_until(
-                lambda: not (missing.clear() or missing.update(accounted()) or missing),
-                5,
-                "every confirmed id accounted for",
-            )
+            wait_until(all_accounted, 5, "every confirmed id accounted for")
         duplicates = sum(n - 1 for n in found.consumed.values() if n > 1) + sum(
             1
             for _, line in self._all_lines()
