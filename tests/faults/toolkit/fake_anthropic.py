@@ -177,6 +177,7 @@ class FakeAnthropic:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # bound to "127.0.0.1" above, never bytes
         return f"http://{host}:{port}"
 
     def set_script(self, script: Sequence[str]) -> None:

@@ -21,6 +21,7 @@ from agents.core.ai.guard import (
     CostGuard,
     GuardLimits,
     Refused,
+    Reservation,
 )
 from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES, Price
@@ -147,7 +148,7 @@ class GuardMachine(RuleBasedStateMachine):
             max_usd_per_hour=cap_hour,
         )
         self.guard = CostGuard(self.limits, self.clock)
-        self.open: dict[int, object] = {}
+        self.open: dict[int, tuple[Reservation, Price]] = {}
         self.ledger: dict[int, list[float]] = {}  # id -> [time, usd, tokens]
         self.admissions: list[float] = []
 
@@ -170,7 +171,7 @@ class GuardMachine(RuleBasedStateMachine):
         if not self.open:
             return
         key = data.draw(st.sampled_from(sorted(self.open)))
-        reservation, price = self.open.pop(key)  # type: ignore[misc]
+        reservation, price = self.open.pop(key)
         input_upper = reservation.tokens - self.limits.max_tokens
         used_in = data.draw(st.integers(0, max(0, input_upper)))
         used_out = data.draw(st.integers(0, self.limits.max_tokens))
@@ -183,7 +184,7 @@ class GuardMachine(RuleBasedStateMachine):
         if not self.open:
             return
         key = data.draw(st.sampled_from(sorted(self.open)))
-        reservation, _ = self.open.pop(key)  # type: ignore[misc]
+        reservation, _ = self.open.pop(key)
         self.guard.release(reservation)
         self.ledger[key][1:] = [0.0, 0]
 
