@@ -168,20 +168,17 @@ def test_flag_under_connection_loss(
             times = []
             for round_ in range(1, 4):
                 flagged = ai_actions(victim, "flag")
-                wait_until(
-                    lambda f=flagged: ai_actions(victim, "flag") >= f + 2,  # type: ignore[misc]
-                    30,
-                    f"consumer-1 flagging (round {round_})",
-                )
+
+                def two_more_flags(before: int = flagged) -> bool:
+                    return ai_actions(victim, "flag") >= before + 2
+
+                def reconnected(rounds: int = round_) -> bool:
+                    return len(victim.messages("RabbitMQ reconnected")) >= rounds
+
+                wait_until(two_more_flags, 30, f"consumer-1 flagging (round {round_})")
                 times.append(time.time())
                 assert close_agent_connection(vhost, "consumer-1", already=closed) >= 1
-                wait_until(
-                    lambda r=round_: (  # type: ignore[misc]
-                        len(victim.messages("RabbitMQ reconnected")) >= r
-                    ),
-                    30,
-                    f"consumer-1 reconnected (round {round_})",
-                )
+                wait_until(reconnected, 30, f"consumer-1 reconnected (round {round_})")
             return times
 
         outcome = run_fleet_scenario(

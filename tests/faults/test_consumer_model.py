@@ -54,7 +54,7 @@ from agents.core.clock import FakeClock, SystemClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
-from agents.messages import Catalogue
+from agents.messages import Catalogue, Genre
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
 
 from .toolkit.ledger import MAIN_QUEUES
@@ -238,13 +238,13 @@ class ConsumerModel(RuleBasedStateMachine):
         valid=st.lists(st.booleans(), min_size=1, max_size=6),
         genre=st.sampled_from(MAIN_QUEUES),
     )
-    def publish(self, valid: list[bool], genre: str) -> None:
+    def publish(self, valid: list[bool], genre: Genre) -> None:
         """Publish k messages with confirms (the inspector's channel is in confirm mode)."""
         self.spy.bypass = True
         try:
             for ok in valid:
                 if ok:
-                    book = CATALOGUE.make(genre, "publisher-1", self.rng, datetime.now(UTC))  # type: ignore[arg-type]
+                    book = CATALOGUE.make(genre, "publisher-1", self.rng, datetime.now(UTC))
                     mid, body = str(book.message_id), book.to_json()
                 else:
                     mid, body = f"invalid-{uuid.uuid4().hex[:12]}", self.rng.choice(INVALID_BODIES)

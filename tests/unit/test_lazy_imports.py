@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("anthropic", "influxdb_client", "httpx2", "vcr")
@@ -43,7 +44,7 @@ print(json.dumps({"modes": modes, "heavy": sorted(
 """.replace("{HEAVY}", repr(set(HEAVY)))
 
 
-def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, object]:
+def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, Any]:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -66,7 +67,7 @@ def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, object]:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -85,7 +86,7 @@ def test_the_probe_sees_the_clients_the_modes_need(tmp_path: Path) -> None:
         INFLUXDB_URL="http://127.0.0.1:9",
     )
     assert found["modes"] == ["live"]
-    heavy = {str(m).split(".")[0] for m in found["heavy"]}  # type: ignore[attr-defined]
+    heavy = {str(m).split(".")[0] for m in found["heavy"]}
     assert {"anthropic", "influxdb_client"} <= heavy
 
 
