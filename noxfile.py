@@ -33,7 +33,8 @@ def install(session: nox.Session, *groups: str) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, mypy --strict."""
-    install(session, "lint", "test")
+    # mypy checks benchmarks/ as well, which import locust and pyinstrument (the bench group).
+    install(session, "lint", "test", "bench")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")

@@ -74,7 +74,9 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
         logs = io.StringIO()
         built: dict[str, tuple[Any, Any, TeeSink, CommonSettings]] = {}
 
-        def wire(settings: CommonSettings) -> tuple[Any, Metrics, TeeSink, JsonLogger, Any]:
+        def wire(
+            settings: CommonSettings,
+        ) -> tuple[Any, Metrics, TeeSink, JsonLogger, MemoryBroker]:
             logger = JsonLogger(settings.agent_id, settings.agent_type, stream=logs, clock=clock)
             sink = TeeSink(shared)
             metrics = Metrics(sink, settings.agent_id, settings.agent_type)
@@ -86,42 +88,43 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
             engine.price = price_for(settings.claude_model)  # the seam: meter as live
             return engine, metrics, sink, logger, MemoryBroker()
 
-        publishers = []
+        # Each agent with the MemoryBroker it was wired to (the agent only knows a Broker).
+        publishers: list[tuple[Publisher, MemoryBroker]] = []
         for i in (1, 2):
-            s = load_settings(PublisherSettings, publisher_id=f"publisher-{i}", **common)
-            engine, metrics, sink, logger, broker = wire(s)
-            agent = Publisher(
-                s, broker, engine, metrics, logger, clock,
-                reader=reader_from_settings(s), rng=random.Random(seed * 10 + i),
+            p_settings = load_settings(PublisherSettings, publisher_id=f"publisher-{i}", **common)
+            engine, metrics, sink, logger, broker = wire(p_settings)
+            publisher = Publisher(
+                p_settings, broker, engine, metrics, logger, clock,
+                reader=reader_from_settings(p_settings), rng=random.Random(seed * 10 + i),
             )  # fmt: skip
-            publishers.append(agent)
-            built[s.agent_id] = (agent, broker, sink, s)
-        consumers = []
+            publishers.append((publisher, broker))
+            built[p_settings.agent_id] = (publisher, broker, sink, p_settings)
+        consumers: list[tuple[Consumer, MemoryBroker]] = []
         for i in (1, 2):
-            s = load_settings(
+            c_settings = load_settings(
                 ConsumerSettings, consumer_id=f"consumer-{i}", ai_sampling_seed=seed * 10 + i,
                 **common,
             )  # fmt: skip
-            engine, metrics, sink, logger, broker = wire(s)
-            agent = Consumer(s, broker, engine, metrics, logger, clock)
-            agent.start()
-            consumers.append((agent, broker))
-            built[s.agent_id] = (agent, broker, sink, s)
-        s = load_settings(MonitorSettings, **common)
-        engine, metrics, sink, logger, broker = wire(s)
+            engine, metrics, sink, logger, broker = wire(c_settings)
+            consumer = Consumer(c_settings, broker, engine, metrics, logger, clock)
+            consumer.start()
+            consumers.append((consumer, broker))
+            built[c_settings.agent_id] = (consumer, broker, sink, c_settings)
+        m_settings = load_settings(MonitorSettings, **common)
+        engine, metrics, sink, logger, broker = wire(m_settings)
         monitor = Monitor(
-            s, broker, engine, metrics, logger, clock, reader_from_settings(s),
+            m_settings, broker, engine, metrics, logger, clock, reader_from_settings(m_settings),
             console=io.StringIO(),
         )  # fmt: skip
-        built[s.agent_id] = (monitor, broker, sink, s)
+        built[m_settings.agent_id] = (monitor, broker, sink, m_settings)
 
         routed = [0, 0]
         turn = 0
         steps = round(seconds / tick)
         for _ in range(steps):
-            for p_index, publisher in enumerate(publishers):
+            for p_index, (publisher, p_broker) in enumerate(publishers):
                 publisher.step()
-                sent = publisher.broker.published
+                sent = p_broker.published
                 for item in sent[routed[p_index] :]:
                     consumer, broker = consumers[turn % len(consumers)]
                     turn += 1

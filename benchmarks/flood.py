@@ -31,7 +31,7 @@ def build(count: int, seed: int) -> list[tuple[str, str, bytes]]:
     catalogue = Catalogue.load()
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    out = []
+    out: list[tuple[str, str, bytes]] = []
     for i in range(count):
         message = catalogue.make_outgoing(GENRES[i % 2], "flood", rng, now)
         out.append((message.genre, message.message_id, message.body))

@@ -273,7 +273,8 @@ def search(
             else:
                 high = rate
     for _ in range(refine if high is not None and low is not None else 0):
-        middle = (low["target_rate"] + high) / 2  # type: ignore[index,operator]
+        assert low is not None and high is not None  # the range above is empty otherwise
+        middle = (low["target_rate"] + high) / 2
         result = run(middle)
         if result["bounded"]:
             low = result

@@ -11,6 +11,7 @@ ratios against raw clients measured in the same rounds, in rotating order, on a 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
@@ -127,9 +128,9 @@ def measure_ratios(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             # Rotate the order so no side always runs first (or last) in a round.
             shift = round_no % 3
             for kind in consumer_kinds[shift:] + consumer_kinds[:shift]:
-                rates[kind].append(retrying(kind, lambda k=kind: consume_once(k, n_cons)))
+                rates[kind].append(retrying(kind, functools.partial(consume_once, kind, n_cons)))
             for kind in publisher_kinds[shift:] + publisher_kinds[:shift]:
-                rates[kind].append(retrying(kind, lambda k=kind: publish_once(k, n_pub)))
+                rates[kind].append(retrying(kind, functools.partial(publish_once, kind, n_pub)))
             log(
                 f"ratios: round {round_no + 1}/{args.rounds}: "
                 + ", ".join(f"{k}={v[-1]:.0f}/s" for k, v in rates.items())
@@ -173,8 +174,8 @@ def measure_process(args: argparse.Namespace) -> dict[str, Any]:
                 rates[kind].append(
                     retrying(
                         f"process {kind}",
-                        lambda k=kind: process_drain.drain_rate(
-                            vhost, workdir, k, bodies, args.prefetch
+                        functools.partial(
+                            process_drain.drain_rate, vhost, workdir, kind, bodies, args.prefetch
                         ),
                     )
                 )

@@ -29,6 +29,7 @@ import time
 import urllib.request
 import uuid
 from base64 import b64encode
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MGMT = "http://127.0.0.1:15672"
 AUTH = "Basic " + b64encode(b"guest:guest").decode()
 
-ANSWERS = {
+ANSWERS: dict[str, Iterator[dict[str, Any]]] = {
     "publisher": itertools.cycle(
         [
             {

@@ -39,6 +39,7 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 
 def clean_env(
     base: Mapping[str, str] | None = None,
+    /,
     *,
     drop: Iterable[str] = AGENT_VARIABLES,
     **overrides: str,

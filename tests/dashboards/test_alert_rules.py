@@ -8,12 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from dashboard_queries import DATASOURCES_DIR, FIXTURE, ROOT, flux_refs, read_line_protocol
-from test_query_syntax import check, node  # noqa: F401 (the fixture, shared)
 
 from agents.core.metrics.schema import BUDGET
 from agents.dashboards import cost
 from agents.dashboards.flux import query
+from tests.dashboards.dashboard_queries import (
+    DATASOURCES_DIR,
+    FIXTURE,
+    ROOT,
+    flux_refs,
+    read_line_protocol,
+)
+from tests.dashboards.test_query_syntax import check, node  # noqa: F401 (the fixture, shared)
 
 RULES = ROOT / "infra" / "grafana" / "provisioning" / "alerting" / "budget.yaml"
 

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
-from dashboard_queries import (
+
+from agents.core.logs import Level
+from agents.core.metrics.line_protocol import ParsedPoint
+from agents.core.metrics.schema import COMMON_TAGS, SCHEMA
+from agents.core.settings import CommonSettings
+from tests.dashboards.dashboard_queries import (
     DATASOURCES_DIR,
     DEFAULT_BUCKET,
     FIXTURE,
@@ -26,11 +31,6 @@ from dashboard_queries import (
     queries,
     read_line_protocol,
 )
-
-from agents.core.logs import Level
-from agents.core.metrics.line_protocol import ParsedPoint
-from agents.core.metrics.schema import COMMON_TAGS, SCHEMA
-from agents.core.settings import CommonSettings
 
 DASHBOARDS = load_dashboards()
 FLUX = flux_queries(DASHBOARDS)

@@ -6,12 +6,12 @@ import re
 from typing import Any
 
 import pytest
-from dashboard_queries import load_dashboards, panels
 
 from agents.core.ai.prices import PRICES, price_for
 from agents.core.metrics.schema import PUBLISH
 from agents.core.settings import CommonSettings
 from agents.dashboards import flux, logql
+from tests.dashboards.dashboard_queries import load_dashboards, panels
 
 COST = {p["title"]: p for p in panels(load_dashboards()["cost-tracking.json"])}
 DEFAULTS = CommonSettings.model_fields
@@ -25,7 +25,9 @@ def flux_price_function(text: str, name: str) -> dict[str, Any]:
     branches = re.findall(
         r'if m == "([^"]+)" or strings\.hasPrefix\(v: m, prefix: "([^"]+)"\) then ([\d.]+)', block
     )
-    default = float(re.fullmatch(r"\s*else ([\d.]+)", block.splitlines()[-1]).group(1))
+    last = re.fullmatch(r"\s*else ([\d.]+)", block.splitlines()[-1])
+    assert last, block
+    default = float(last.group(1))
     return {"branches": [(m, p, float(v)) for m, p, v in branches], "default": default}
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_queries import DASHBOARD_DIR, load_dashboards, panels
 
 from agents.dashboards import __main__ as cli
 from agents.dashboards.build import DASHBOARDS, drift, render
+from tests.dashboards.dashboard_queries import DASHBOARD_DIR, load_dashboards, panels
 
 EXPECTED_UIDS = {
     "system-overview.json": "books-overview",

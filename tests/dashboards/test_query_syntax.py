@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dashboard_queries import ROOT, flux_queries, load_dashboards, logql_queries
+
+from tests.dashboards.dashboard_queries import ROOT, flux_queries, load_dashboards, logql_queries
 
 TOOLS = ROOT / "tools"
 DASHBOARDS = load_dashboards()

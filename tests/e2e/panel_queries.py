@@ -32,7 +32,7 @@ class PanelQuery:
     panel: str  # panel title
     panel_type: str
     ref_id: str
-    datasource: dict[str, str]
+    datasource: dict[str, str | None]  # type and uid, None where the panel leaves one out
     text: str  # the query as written in the dashboard (variables not yet interpolated)
     time_from: str  # e.g. "now-30m", or the panel's own relative time
     time_to: str

@@ -8,6 +8,7 @@ sleeps a fixed time and hopes. Tests run in file order: the scale-out comes last
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -81,6 +82,12 @@ def rabbit(stack: Stack, path: str) -> Any:
     env = stack.env
     auth = basic(env["RABBITMQ_ADMIN_USER"], env["RABBITMQ_ADMIN_PASS"])
     return get(stack.url("RABBITMQ_MANAGEMENT_PORT") + path, auth)
+
+
+def consumers_at_least(stack: Stack, queue: str, count: int) -> bool | None:
+    """True once `queue` has `count` consumers; None (not yet) for `wait_for` otherwise."""
+    consumers: int = rabbit(stack, f"/api/queues/%2F/{queue}")["consumers"]
+    return consumers >= count or None
 
 
 def grafana(stack: Stack, path: str) -> Any:
@@ -198,7 +205,7 @@ def test_grafana_health_datasources_and_dashboards(running: Stack) -> None:
         # Grafana itself reaches the datasource with the provisioned URL and token.
         checked = wait_for(
             f"datasource {uid} health",
-            lambda u=uid: grafana(running, f"/api/datasources/uid/{u}/health"),
+            functools.partial(grafana, running, f"/api/datasources/uid/{uid}/health"),
             120,
         )
         assert checked["status"] == "OK", checked
@@ -484,7 +491,7 @@ def test_scaling_consumers_gives_each_replica_its_own_id(running: Stack) -> None
     for queue in QUEUES:
         depth = wait_for(
             f"three consumers on {queue}",
-            lambda q=queue: rabbit(running, f"/api/queues/%2F/{q}")["consumers"] >= 3 or None,
+            functools.partial(consumers_at_least, running, queue, 3),
             60,
         )
         assert depth

@@ -55,15 +55,21 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def _number(bound: object) -> float:
+    # annotated_types types a bound as merely comparable; every settings bound is a number.
+    assert isinstance(bound, int | float), bound
+    return float(bound)
+
+
 def bad_values(name: str, field: FieldInfo) -> list[str]:
     """Values that must be refused, derived from the field's type and constraints."""
     kind = _base_type(field.annotation)
     low = high = None
     for item in field.metadata:
         if isinstance(item, Ge | Gt):
-            low = float(item.ge if isinstance(item, Ge) else item.gt)
+            low = _number(item.ge if isinstance(item, Ge) else item.gt)
         if isinstance(item, Le | Lt):
-            high = float(item.le if isinstance(item, Le) else item.lt)
+            high = _number(item.le if isinstance(item, Le) else item.lt)
     values: list[str] = []
     if kind is bool:
         return ["maybe", "2"]

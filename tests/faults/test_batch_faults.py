@@ -169,20 +169,17 @@ def test_flag_under_connection_loss(
             times = []
             for round_ in range(1, 4):
                 flagged = ai_actions(victim, "flag")
-                wait_until(
-                    lambda f=flagged: ai_actions(victim, "flag") >= f + 2,  # type: ignore[misc]
-                    30,
-                    f"consumer-1 flagging (round {round_})",
-                )
+
+                def two_more_flags(before: int = flagged) -> bool:
+                    return ai_actions(victim, "flag") >= before + 2
+
+                def reconnected(rounds: int = round_) -> bool:
+                    return len(victim.messages("RabbitMQ reconnected")) >= rounds
+
+                wait_until(two_more_flags, 30, f"consumer-1 flagging (round {round_})")
                 times.append(time.time())
                 assert close_agent_connection(vhost, "consumer-1", already=closed) >= 1
-                wait_until(
-                    lambda r=round_: (  # type: ignore[misc]
-                        len(victim.messages("RabbitMQ reconnected")) >= r
-                    ),
-                    30,
-                    f"consumer-1 reconnected (round {round_})",
-                )
+                wait_until(reconnected, 30, f"consumer-1 reconnected (round {round_})")
             return times
 
         outcome = run_fleet_scenario(
@@ -259,11 +256,11 @@ def test_hostile_messages_accounted_for(
                 good_id, good = good_body(queue)
                 inspector.publish_raw(queue, good, message_id=good_id)
                 ledger.published[good_id] = now
-        good = set(ledger.published) - hostile
+        good_ids = set(ledger.published) - hostile
 
         def all_good_consumed() -> bool:
             consumed = {line["context"].get("message_id") for line in consumer.messages(CONSUMED)}
-            return good <= consumed
+            return good_ids <= consumed
 
         wait_until(all_good_consumed, 90, "every good book consumed")
         wait_until(lambda: settled(inspector), 60, "the consumer drained the queues")

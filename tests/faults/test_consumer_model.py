@@ -52,7 +52,7 @@ from agents.core.broker import RabbitBroker
 from agents.core.clock import FakeClock, SystemClock
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
-from agents.messages import Catalogue
+from agents.messages import Catalogue, Genre
 from agents.testing import LogCapture
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
 from tests.support.waiting import wait_until
@@ -87,7 +87,7 @@ class ForcedEngine:
         self.asked[action] += 1
         if action == "fallback":
             return default_consumer("forced fallback")
-        return ConsumerDecision(action=action, reasoning=f"forced {action}")  # type: ignore[arg-type]
+        return ConsumerDecision(action=action, reasoning=f"forced {action}")
 
 
 @dataclass
@@ -233,13 +233,13 @@ class ConsumerModel(RuleBasedStateMachine):
         valid=st.lists(st.booleans(), min_size=1, max_size=6),
         genre=st.sampled_from(MAIN_QUEUES),
     )
-    def publish(self, valid: list[bool], genre: str) -> None:
+    def publish(self, valid: list[bool], genre: Genre) -> None:
         """Publish k messages with confirms (the inspector's channel is in confirm mode)."""
         self.spy.bypass = True
         try:
             for ok in valid:
                 if ok:
-                    book = CATALOGUE.make(genre, "publisher-1", self.rng, datetime.now(UTC))  # type: ignore[arg-type]
+                    book = CATALOGUE.make(genre, "publisher-1", self.rng, datetime.now(UTC))
                     mid, body = str(book.message_id), book.to_json()
                 else:
                     mid, body = f"invalid-{uuid.uuid4().hex[:12]}", self.rng.choice(INVALID_BODIES)
@@ -405,13 +405,15 @@ class ConsumerModel(RuleBasedStateMachine):
             return set(found.confirmed) - known
 
         missing: set[str] = set()
+
+        def all_accounted() -> bool:
+            missing.clear()
+            missing.update(accounted())
+            return not missing
+
         with contextlib.suppress(AssertionError):
             # The broker requeues a dead connection's unacked messages asynchronously.
-            wait_until(
-                lambda: not (missing.clear() or missing.update(accounted()) or missing),
-                5,
-                "every confirmed id accounted for",
-            )
+            wait_until(all_accounted, 5, "every confirmed id accounted for")
         duplicates = sum(n - 1 for n in found.consumed.values() if n > 1) + sum(
             1
             for _, line in self._all_lines()

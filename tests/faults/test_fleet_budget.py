@@ -110,11 +110,11 @@ def run_budget_fleet(
             again.wait_connected(timeout=120)
         # Every restarted consumer has asked several times since its start.
         for again in restarted:
-            again.wait_for_line(
-                lambda line, a=again: ai_lines(a) >= 3,  # type: ignore[misc]
-                60,
-                "three AI decisions after the restart",
-            )
+
+            def asked_three_times(_line: dict[str, Any], process: AgentProcess = again) -> bool:
+                return ai_lines(process) >= 3
+
+            again.wait_for_line(asked_three_times, 60, "three AI decisions after the restart")
         alive = {n: p for n, p in running.procs.items() if p.proc.poll() is None}
         for process in alive.values():  # all at once: each agent's shutdown takes a moment
             process.proc.send_signal(signal.SIGTERM)

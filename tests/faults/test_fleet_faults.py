@@ -38,13 +38,17 @@ def test_connection_loss_several_times(
             wait_until(lambda: len(agent_connections(vhost)) >= agents, 20, "all agents connected")
             times.append(time.time())
             assert close_connections(vhost, f"fault injection round {round_}") >= agents
-            wait_until(
-                lambda r=round_: reconnected_count(running) >= agents * r,  # type: ignore[misc]
-                30,
-                f"every agent reconnected after round {round_}",
-            )
+
+            def all_reconnected(rounds: int = round_) -> bool:
+                return reconnected_count(running) >= agents * rounds
+
+            wait_until(all_reconnected, 30, f"every agent reconnected after round {round_}")
             seen = consumed_count(running)
-            wait_until(lambda s=seen: consumed_count(running) > s + 10, 20, "traffic again")  # type: ignore[misc]
+
+            def traffic_again(before: int = seen) -> bool:
+                return consumed_count(running) > before + 10
+
+            wait_until(traffic_again, 20, "traffic again")
         return times
 
     outcome = run_fleet_scenario("connection_loss", vhost, tmp_path, inspector, inject)

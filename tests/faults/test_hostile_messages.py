@@ -10,6 +10,7 @@ priority, a depth).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -251,7 +252,9 @@ def test_injection_in_free_text_never_reaches_a_prompt(
 
     for _ in range(3):
         count = len(claude.requests)
-        wait_until(lambda c=count: publish_and_check(c), 10, "a consumer AI call", interval=0.3)
+        wait_until(
+            functools.partial(publish_and_check, count), 10, "a consumer AI call", interval=0.3
+        )
     prompts = claude.prompts()
     assert len(prompts) >= 3
     for prompt in prompts:

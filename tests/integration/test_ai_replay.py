@@ -58,7 +58,7 @@ def test_publisher_replays_the_nearest_recording(workdir: Path) -> None:
     assert [line["context"]["ai_mode"] for line in lines] == ["replay", "replay"]
     point = rig.points()[0]
     assert point.tags["mode"] == "replay"
-    assert point.fields["tokens_used"] > 0 and point.fields["cost_usd"] == 0.0
+    assert int(point.fields["tokens_used"]) > 0 and point.fields["cost_usd"] == 0.0
 
 
 def test_consumer_and_monitor_replay(workdir: Path) -> None:
@@ -151,7 +151,7 @@ def assert_every_action_replays(workdir: Path) -> None:
     publisher = make_rig(load_settings(PublisherSettings), cwd=workdir)
     consumer = make_rig(load_settings(ConsumerSettings), cwd=workdir)
     monitor = make_rig(load_settings(MonitorSettings), cwd=workdir)
-    got = []
+    got: list[tuple[tuple[object, ...], str, str, str | None]] = []  # (state, got, wanted, why)
     for args, expected in PUBLISHER_STATES:
         publisher.clock.advance(3600)
         decision = publisher.engine.decide_publisher(*args)

@@ -6,6 +6,7 @@ the error names (or an hour)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx2
@@ -22,6 +23,8 @@ from agents.vocab import Event
 
 OK = '{"action": "process", "reasoning": "fine"}'
 
+Handler = Callable[[httpx2.Request], httpx2.Response]
+
 
 def spend_limit_429(request: httpx2.Request) -> httpx2.Response:
     body = {
@@ -35,25 +38,25 @@ def spend_limit_429(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(429, json=body)  # and no retry-after: it is not transient
 
 
-def workspace_limit_400(reset: datetime) -> httpx2.MockTransport:
+def workspace_limit_400(reset: datetime) -> Handler:
     message = (
         "You have reached your specified workspace API usage limits. You will regain access "
         f"on {reset:%Y-%m-%d} at {reset:%H:%M} UTC."
     )
     body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
-    return lambda request: httpx2.Response(400, json=body)  # type: ignore[return-value]
+    return lambda request: httpx2.Response(400, json=body)
 
 
 class Script:
     """Answers with `first` until told otherwise, counting requests."""
 
-    def __init__(self, first: object) -> None:
+    def __init__(self, first: Handler) -> None:
         self.handler = first
         self.requests = 0
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests += 1
-        return self.handler(request)  # type: ignore[operator,no-any-return]
+        return self.handler(request)
 
 
 def consumer(name: str, script: Script, clock: FakeClock, ledger: Ledger) -> Rig:
@@ -65,6 +68,7 @@ def consumer(name: str, script: Script, clock: FakeClock, ledger: Ledger) -> Rig
 @pytest.mark.parametrize("kind", ["429 enforced_spend_limit_reached", "400 workspace limit"])
 def test_spend_limit_is_final_for_every_agent_until_the_reset(kind: str) -> None:
     clock = FakeClock()
+    first: Handler
     if kind.startswith("429"):
         first, expected_pause, reason = spend_limit_429, timedelta(hours=1), "api_spend_limit"
     else:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -24,7 +26,7 @@ from agents.testing import LogCapture
 TOKEN = "influx-test-token-abc"
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -108,7 +110,7 @@ CSV = (
 
 
 def test_reader_sends_flux_and_parses_annotated_csv(httpserver: HTTPServer) -> None:
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
 
     def handler(request: Request) -> Response:
         seen.append(
@@ -128,7 +130,7 @@ def test_reader_sends_flux_and_parses_annotated_csv(httpserver: HTTPServer) -> N
     assert depths == {"fictional": 12.0, "non-fictional": 7.0}
     [call] = seen
     assert call["org"] == "monitoring" and call["auth"] == f"Token {TOKEN}"
-    query = call["body"]["query"]  # type: ignore[index]
+    query = call["body"]["query"]
     assert 'from(bucket: "agent_metrics")' in query
     assert 'r._measurement == "queue_depth" and r._field == "queue_depth"' in query
 

@@ -4,6 +4,7 @@ do everything the agents do (declare the topology, publish, consume) and nothing
 from __future__ import annotations
 
 import contextlib
+import io
 import urllib.error
 import uuid
 from base64 import b64encode
@@ -33,14 +34,6 @@ pytestmark = pytest.mark.rabbitmq
 PASSWORD = "agents-" + uuid.uuid4().hex[:12]
 
 
-class _Sink:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-
 @pytest.fixture
 def agents_user() -> Iterator[str]:
     name = f"agents-test-{uuid.uuid4().hex[:8]}"
@@ -60,7 +53,7 @@ def provision(vhost: str, user: str, password: str = PASSWORD, **extra: Any) -> 
         wait_seconds=10,
         **extra,
     )
-    logger = JsonLogger("rabbitmq-setup", "setup", stream=_Sink())
+    logger = JsonLogger("rabbitmq-setup", "setup", stream=io.StringIO())
     return ensure_rabbitmq_user(settings, UrllibHttp(), logger, FakeClock())
 
 

@@ -127,7 +127,12 @@ def test_the_consumer_reject_path_copies_with_the_reason_then_acks(
     seen: list[Delivery] = []
     with RabbitBroker(settings, _logger()) as broker:
         broker.publish("fictional", b'{"title": "flagged"}', message_id="reject-1")
-        broker.consume(["fictional"], lambda d: (seen.append(d), d.reject("bad genre")), 10)
+
+        def reject(delivery: Delivery) -> None:
+            seen.append(delivery)
+            delivery.reject("bad genre")
+
+        broker.consume(["fictional"], reject, 10)
         deadline = time.monotonic() + 15
         while not seen and time.monotonic() < deadline:
             broker.process_events(0.2)

@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pika
 import pytest
@@ -27,7 +27,7 @@ from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import PUBLISH, InfluxSink, MemorySink, Metrics
 from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
-from agents.messages import Catalogue
+from agents.messages import Catalogue, Genre
 from agents.ports import Delivery, MetricPoint
 from agents.runtime import StopFlag, install_signal_handlers
 from agents.testing import LogCapture, ScriptedClient, consumer_reply, parse_line, parse_lines
@@ -49,7 +49,7 @@ def publish(settings: BrokerSettings | ConsumerSettings, n: int) -> list[str]:
         declare_topology(channel)
         channel.confirm_delivery()
         for i in range(n):
-            genre = "fictional" if i % 2 else "non-fictional"
+            genre: Genre = "fictional" if i % 2 else "non-fictional"
             book = CATALOGUE.make(genre, "publisher-1", rng, now)
             channel.basic_publish(
                 "books",
@@ -142,7 +142,7 @@ class Lines:
         for raw in iter(stream.readline, b""):
             self.lines.append(parse_line(raw))
 
-    def messages(self, message: str) -> list[dict[str, object]]:
+    def messages(self, message: str) -> list[dict[str, Any]]:
         return [line for line in list(self.lines) if line["message"] == message]
 
     def wait_for(self, message: str, count: int, timeout: float = 20.0) -> None:
@@ -156,7 +156,7 @@ class Lines:
 
 
 def sigterm_once(
-    kind: str, env: dict[str, str], first_line: str, wait: float
+    kind: str, env: dict[str, str], first_line: str, wait: int
 ) -> tuple[int, float, Lines]:
     """Run `agents <kind>`, SIGTERM it once `first_line` is logged; (exit code, seconds the
     stop took, its log lines). The process never outlives the test."""
@@ -197,7 +197,7 @@ def test_consumer_process_sigterm_mid_stream_requeues_what_it_did_not_finish(
     )
     assert code == 0
     assert took < 10
-    consumed = [str(line["context"]["message_id"]) for line in out.messages("Message consumed")]  # type: ignore[index]
+    consumed = [str(line["context"]["message_id"]) for line in out.messages("Message consumed")]
     assert 5 <= len(consumed) < 60
     assert len(set(consumed)) == len(consumed)
     left = remaining(settings)
@@ -222,10 +222,10 @@ def test_publisher_process_sigterm_every_confirmed_message_is_queued(
     )
     assert code == 0
     assert took < 10
-    confirmed = [str(line["context"]["message_id"]) for line in out.messages("Message published")]  # type: ignore[index]
+    confirmed = [str(line["context"]["message_id"]) for line in out.messages("Message published")]
     assert sorted(remaining(settings)) == sorted(confirmed)
     (start,) = out.messages("Agent starting: publisher-1 (publisher), AI mode dry-run")
-    assert {"mode", "cost_limits", "metrics_destination"} <= set(start["context"])  # type: ignore[arg-type]
+    assert {"mode", "cost_limits", "metrics_destination"} <= set(start["context"])
 
 
 def test_sigterm_while_the_broker_is_unreachable_still_exits_promptly(tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ def test_sigterm_while_the_broker_is_unreachable_still_exits_promptly(tmp_path: 
     )
     assert code == 0
     assert took < 5
-    assert out.messages("Agent stopped")[0]["context"]["reason"] == "SIGTERM"  # type: ignore[index]
+    assert out.messages("Agent stopped")[0]["context"]["reason"] == "SIGTERM"
 
 
 def catches(pid: int, signum: int) -> bool:

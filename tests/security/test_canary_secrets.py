@@ -20,11 +20,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from faults.toolkit.fake_influx import FakeInflux
-from faults.toolkit.procs import agent_env, read_lines
-from faults.toolkit.rabbit import agent_connections, dedicated_user
 
 from agents.testing.claude import FakeMessagesAPI
+from tests.faults.toolkit.fake_influx import FakeInflux
+from tests.faults.toolkit.procs import agent_env, read_lines
+from tests.faults.toolkit.rabbit import agent_connections, dedicated_user
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.faults]
@@ -203,6 +203,14 @@ def test_auth_failure_paths_do_not_echo_the_password(vhost: str, tmp_path: Path)
     }.items():
         env = agent_env(vhost, tmp_path, **overrides)
         out = tmp_path / f"{case}.log"
+
+        def two_failed_attempts(log: Path = out) -> bool:
+            lines = read_lines(log)[0]
+            failed: int = sum(
+                line.get("message") == "RabbitMQ connection attempt failed" for line in lines
+            )
+            return failed >= 2
+
         with out.open("wb") as stdout:
             process = subprocess.Popen(
                 [sys.executable, "-m", "agents", "consumer"],
@@ -212,17 +220,7 @@ def test_auth_failure_paths_do_not_echo_the_password(vhost: str, tmp_path: Path)
                 stderr=subprocess.STDOUT,
             )
             try:
-                wait_until(
-                    lambda o=out: (
-                        sum(
-                            line.get("message") == "RabbitMQ connection attempt failed"
-                            for line in read_lines(o)[0]
-                        )
-                        >= 2
-                    ),
-                    30,
-                    f"{case}: failed attempts logged",
-                )
+                wait_until(two_failed_attempts, 30, f"{case}: failed attempts logged")
             finally:
                 process.terminate()
                 process.wait(20)

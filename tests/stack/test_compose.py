@@ -491,7 +491,7 @@ def _variable_names(model: type[Any]) -> set[str]:
     return names
 
 
-def _as_init_kwargs(model: type[Any], env: dict[str, str]) -> dict[str, str]:
+def _as_init_kwargs(model: type[Any], env: dict[str, str]) -> dict[str, Any]:
     by_variable = {(f.alias or n).upper(): (f.alias or n) for n, f in model.model_fields.items()}
     return {by_variable[k]: v for k, v in env.items() if k in by_variable and v != ""}
 

@@ -273,7 +273,8 @@ def test_each_agent_reads_every_variable_it_gets_and_they_are_valid(name: str) -
     env = agent_env(deployment, hostname=f"{name}-7d9f8b6c4-x2k9p")
     assert sorted(set(env) - known) == [], f"{name} gets variables it never reads"
     by_variable = {(f.alias or n).upper(): (f.alias or n) for n, f in cls.model_fields.items()}
-    settings = load_settings(cls, **{by_variable[k]: v for k, v in env.items() if v != ""})
+    overrides: dict[str, Any] = {by_variable[k]: v for k, v in env.items() if v != ""}
+    settings = load_settings(cls, **overrides)
     assert settings.queue_type == "quorum"
     if name != "monitor":
         # Each pod names itself after its pod name: unique per replica.

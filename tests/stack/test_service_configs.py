@@ -106,7 +106,8 @@ def test_loki_data_lives_in_the_mounted_volume() -> None:
 
 
 def _mounted_at(service: str, filename: str) -> str:
-    for volume in services()[service]["volumes"]:
+    volumes: list[str] = services()[service]["volumes"]
+    for volume in volumes:
         source, target = volume.split(":")[:2]
         if source.endswith(filename):
             return target

@@ -76,7 +76,7 @@ def test_missing_keys_names_every_headline_and_its_spread() -> None:
         "machine",
         "date",
     }
-    complete = {k: 1.0 for k in stats.HEADLINE_KEYS}
+    complete: dict[str, object] = {k: 1.0 for k in stats.HEADLINE_KEYS}
     complete |= {f"{k}_spread": {} for k in stats.HEADLINE_KEYS}
     complete |= {"machine": {}, "date": "", "raw": {}, "agent_rss_mb": {}, "startup_s": {}}
     assert stats.missing_keys(complete) == []

@@ -49,6 +49,10 @@ def test_backoff_doubles_then_stays_at_the_cap() -> None:
 
 
 def _delivery(settled: list[tuple[Outcome, str | None]]) -> Delivery:
+    def settle(_delivery: Delivery, outcome: Outcome, reason: str | None) -> bool:
+        settled.append((outcome, reason))
+        return True  # as the broker's settler does once the channel took the ack/nack
+
     return Delivery(
         body=b"{}",
         queue="fictional",
@@ -58,7 +62,7 @@ def _delivery(settled: list[tuple[Outcome, str | None]]) -> Delivery:
         content_type="application/json",
         redelivered=False,
         delivery_tag=7,
-        settler=lambda _d, outcome, reason: settled.append((outcome, reason)),
+        settler=settle,
     )
 
 

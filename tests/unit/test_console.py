@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from rich.text import Text
 
 from agents.console import Header, HumanView, Tally, event_line
 from agents.core.logs import JsonLogger, Level
@@ -114,7 +115,9 @@ def test_every_ai_action_anomaly_dead_letter_and_alert_gets_one_line() -> None:
     assert "message rejected" not in text  # the broker's own line repeats the DEAD-LETTERED one
     # --log-file keeps every line, as written
     assert log.getvalue().splitlines() == lines
-    status = human.status().renderables[0].plain
+    status_line = human.status().renderables[0]
+    assert isinstance(status_line, Text)
+    status = status_line.plain
     assert "1 rate-limited" in status and "con-1=1" in status
 
 

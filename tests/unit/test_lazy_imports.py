@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents.testing import clean_env
 
@@ -44,7 +45,7 @@ print(json.dumps({"modes": modes, "heavy": sorted(
 """.replace("{HEAVY}", repr(set(HEAVY)))
 
 
-def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, object]:
+def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, Any]:
     clean = clean_env(
         drop=("ANTHROPIC_*", "INFLUXDB_*", "DRY_RUN*", "CASSETTES_DIR*"),
         **{
@@ -63,7 +64,7 @@ def probe(kinds: list[str], tmp_path: Path, **env: str) -> dict[str, object]:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -82,7 +83,7 @@ def test_the_probe_sees_the_clients_the_modes_need(tmp_path: Path) -> None:
         INFLUXDB_URL="http://127.0.0.1:9",
     )
     assert found["modes"] == ["live"]
-    heavy = {str(m).split(".")[0] for m in found["heavy"]}  # type: ignore[attr-defined]
+    heavy = {str(m).split(".")[0] for m in found["heavy"]}
     assert {"anthropic", "influxdb_client"} <= heavy
 
 

@@ -4,6 +4,7 @@ import io
 import json
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,9 +15,9 @@ from agents.core.logs import REQUIRED_KEYS, JsonLogger, Level, Redactor, format_
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
-def make_logger(**kwargs: object) -> tuple[JsonLogger, io.StringIO]:
+def make_logger(**kwargs: Any) -> tuple[JsonLogger, io.StringIO]:
     stream = io.StringIO()
-    logger = JsonLogger("publisher-1", "publisher", stream=stream, clock=FakeClock(), **kwargs)  # type: ignore[arg-type]
+    logger = JsonLogger("publisher-1", "publisher", stream=stream, clock=FakeClock(), **kwargs)
     return logger, stream
 
 

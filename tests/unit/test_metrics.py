@@ -97,7 +97,10 @@ def test_line_protocol_round_trips_through_the_file_parser(
 def test_file_sink_and_reader_answer_sum_last_count(tmp_path: Path) -> None:
     path = tmp_path / "var" / "metrics.lp"
     now = datetime(2026, 1, 31, 10, 0, tzinfo=UTC)
-    ns = lambda t: int(t.timestamp() * 1e9)  # noqa: E731
+
+    def ns(t: datetime) -> int:
+        return int(t.timestamp() * 1e9)
+
     sink = FileSink(path)
     metrics = Metrics(sink, "consumer-1", "consumer")
     old = now - timedelta(minutes=10)

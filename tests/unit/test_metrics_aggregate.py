@@ -187,6 +187,6 @@ def test_counts_and_sums_add_up_and_percentiles_are_observed_values(
         for p in points:
             p50, p99 = p.fields["publish_duration_ms_p50"], p.fields["publish_duration_ms_p99"]
             assert p50 in values and p99 in values
-            assert p50 <= p99 <= p.fields["publish_duration_ms_max"]
+            assert float(p50) <= float(p99) <= float(p.fields["publish_duration_ms_max"])
         if values:
             assert max(float(p.fields["publish_duration_ms_max"]) for p in points) == max(values)

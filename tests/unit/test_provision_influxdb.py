@@ -7,6 +7,7 @@ through real HTTP at the boundary.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -108,20 +109,8 @@ def settings_for(httpserver: HTTPServer, **overrides: Any) -> InfluxProvisionSet
 
 
 def run(httpserver: HTTPServer, clock: FakeClock | None = None, **overrides: Any) -> dict[str, Any]:
-    logger = JsonLogger("influxdb-setup", "setup", stream=_Sink())
+    logger = JsonLogger("influxdb-setup", "setup", stream=io.StringIO())
     return ensure_influxdb(settings_for(httpserver, **overrides), UrllibHttp(), logger, clock)
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.lines.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        return None
 
 
 def test_creates_org_and_bucket_with_retention_on_an_empty_server(

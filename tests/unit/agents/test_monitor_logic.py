@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agents.core.metrics import ERRORS, PUBLISH, FileSink, Metrics
 from agents.core.metrics_read import FileMetricsReader
 from agents.core.settings import MonitorSettings
@@ -127,7 +129,7 @@ class BrokenReader:
 
 
 def test_checks_on_schedule_are_never_refused_by_the_rate_limiter(
-    make_rig: Callable[..., Rig], tmp_path: Path
+    make_rig: Callable[..., Rig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Sampling the broker takes time before the check in the same step; the schedule must not
     # come back before the cost guard's interval (counted from the call) has passed.
@@ -139,7 +141,7 @@ def test_checks_on_schedule_are_never_refused_by_the_rate_limiter(
         rig.clock.advance(latencies.uniform(0.001, 0.05))
         return dict(real_depths(*args, **kwargs))
 
-    rig.broker.queue_depths = slow_depths
+    monkeypatch.setattr(rig.broker, "queue_depths", slow_depths)
     while rig.clock.monotonic() < 1_000.0 + 10 * 120 + 1:
         rig.clock.advance(monitor.step())
     analyses = rig.sink.where("ai_decision")

@@ -176,7 +176,7 @@ def test_continue_keeps_the_intervals_whatever_numbers_come_with_it(
 
 
 def test_decisions_on_schedule_are_never_refused_by_the_rate_limiter(
-    make_rig: Callable[..., Rig],
+    make_rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Publishing takes time (a confirm round trip) before the decision in the same step, so a
     # schedule counted from the step's start came back just before the guard's interval ended.
@@ -188,7 +188,7 @@ def test_decisions_on_schedule_are_never_refused_by_the_rate_limiter(
         rig.clock.advance(latencies.uniform(0.001, 0.05))
         return float(real_publish(*args, **kwargs))
 
-    rig.broker.publish = slow_publish
+    monkeypatch.setattr(rig.broker, "publish", slow_publish)
     while rig.clock.monotonic() < 1_000.0 + 10 * 60 + 1:
         rig.clock.advance(publisher.step())
     decisions = rig.sink.where("ai_decision")

@@ -11,6 +11,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hsettings
@@ -202,7 +203,7 @@ def watched(ledger: Ledger, clock: FakeClock) -> tuple[CostGuard, LogCapture, Me
     return CostGuard(limits(), clock, ledger, "consumer-1", watch), stream, sink
 
 
-def errors(stream: LogCapture) -> list[dict[str, object]]:
+def errors(stream: LogCapture) -> list[dict[str, Any]]:
     return stream.where(level="ERROR")
 
 
@@ -264,7 +265,9 @@ def test_corrupt_redis_entries_refuse(redis_space: object) -> None:
     assert refused.value.reason == LEDGER_UNAVAILABLE
 
 
-def test_a_ledger_failure_after_the_reservation_keeps_the_worst_case(tmp_path: Path) -> None:
+def test_a_ledger_failure_after_the_reservation_keeps_the_worst_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "budget.sqlite"
     clock = FakeClock()
     ledger = SqliteLedger(path)
@@ -274,7 +277,7 @@ def test_a_ledger_failure_after_the_reservation_keeps_the_worst_case(tmp_path: P
     def broken(*args: object) -> None:
         raise LedgerUnavailable("disk full")
 
-    ledger.finish = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(ledger, "finish", broken)
     guard.settle(reservation, 1, 1, SONNET)  # logged, not raised
     assert errors(stream)
     (entry,) = SqliteLedger(path).entries()
@@ -293,8 +296,8 @@ def test_gauges_per_window_and_threshold_events_at_50_80_100_percent() -> None:
     with pytest.raises(Refused):
         guard.reserve(1000, SONNET)
     gauges = sink.where("ai_budget", scope="fleet", window="10min")
-    assert [round(p.fields["reserved_usd"], 6) for p in gauges] == [0.0075, 0.015, 0.015]
-    assert [round(p.fields["remaining_usd"], 6) for p in gauges] == [0.0125, 0.005, 0.005]
+    assert [round(float(p.fields["reserved_usd"]), 6) for p in gauges] == [0.0075, 0.015, 0.015]
+    assert [round(float(p.fields["remaining_usd"]), 6) for p in gauges] == [0.0125, 0.005, 0.005]
     assert {p.tags["window"] for p in sink.where("ai_budget", scope="agent")} == {"10min", "hour"}
     events = sink.where("ai_budget_threshold", window="10min")
     assert [p.tags["threshold"] for p in events] == ["50", "80", "100"]
