@@ -8,7 +8,6 @@ instead, and `--log-file` keeps all of them whatever the console shows.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -463,44 +462,11 @@ class HumanView:
         return lines
 
 
-class DepthProbe:
-    """Queue depths for the status line, on the console's own broker connection."""
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self._connection: Any = None
-
-    def __call__(self) -> dict[str, int] | None:
-        import pika
-        import pika.exceptions
-
-        from agents.core.broker import connection_parameters
-        from agents.vocab import QUEUES
-
-        try:
-            if self._connection is None or not self._connection.is_open:
-                self._connection = pika.BlockingConnection(connection_parameters(self.settings))
-            channel = self._connection.channel()
-            try:
-                return {
-                    q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES
-                }
-            finally:
-                channel.close()
-        except (pika.exceptions.AMQPError, OSError):
-            self._connection = None
-            return None
-
-    def close(self) -> None:
-        if self._connection is not None and self._connection.is_open:
-            with contextlib.suppress(Exception):  # best effort at exit
-                self._connection.close()
-
-
 def open_view(
     settings: Any, scenario_line: str, log_path: str | None, log_file: IO[str] | None
 ) -> HumanView:
     """The terminal view for `agents run`, wired to the broker for queue depths."""
+    from agents.core.broker import DepthReader
     from agents.fleet import metrics_destination
 
     logs = (
@@ -509,4 +475,4 @@ def open_view(
         else "this console only; --log-file PATH keeps the full JSON lines"
     )
     header = Header(scenario_line, metrics_destination(settings), logs)
-    return HumanView(Console(highlight=False), header, log_file, depths=DepthProbe(settings))
+    return HumanView(Console(highlight=False), header, log_file, depths=DepthReader(settings))

@@ -322,34 +322,23 @@ def drain(
 ) -> None:
     """Wait (bounded) until the main queues are empty, so stopped publishers' last messages are
     consumed before the consumers stop. Leftovers are safe in durable queues either way."""
-    import pika
-    import pika.exceptions
-
-    from agents.core.broker import connection_parameters
-    from agents.vocab import QUEUES
+    from agents.core.broker import DepthReader
 
     end = time.monotonic() + seconds
+    reader = DepthReader(settings)
     try:
-        connection = pika.BlockingConnection(connection_parameters(settings))
-    except (pika.exceptions.AMQPError, OSError):
-        return
-    try:
-        channel = connection.channel()
         while True:
-            depths = {
-                q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES
-            }
+            depths = reader()
+            if depths is None:  # RabbitMQ is gone: nothing to wait for
+                return
             if not any(depths.values()) or time.monotonic() >= end or not consumers_running():
                 break
-            connection.sleep(POLL_SECONDS)
+            reader.sleep(POLL_SECONDS)
         logger.info(
             "Queues drained" if not any(depths.values()) else "Drain timed out", queue_depths=depths
         )
-    except (pika.exceptions.AMQPError, OSError):
-        pass
     finally:
-        if connection.is_open:
-            connection.close()
+        reader.close()
 
 
 def main(settings: FleetSettings, args: argparse.Namespace) -> int:

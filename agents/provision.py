@@ -20,22 +20,27 @@ Exit codes: 0 ready, 1 failure (one line on stderr, no secret), 2 bad setting.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
-from base64 import b64encode
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Logger, Redactor
+from agents.core.management import (
+    ApiError,
+    Http,
+    ManagementClient,
+    Response,
+    Unreachable,
+    UrllibHttp,
+    error_text,
+    quote,
+)
 from agents.core.settings import SettingsError
 from agents.ports import Clock
 
@@ -44,68 +49,12 @@ _DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
-class ProvisionError(Exception):
+# The HTTP transport (`Http`, `Response`, `UrllibHttp`, `Unreachable`) lives with the management
+# client in agents.core.management; the InfluxDB side uses it too, and callers may import it here.
+
+
+class ProvisionError(ApiError):
     """The server refused or could not be reached in time. Never contains a secret."""
-
-
-class Unreachable(ProvisionError):
-    """No HTTP answer (connection refused, DNS, timeout): worth retrying while a server starts."""
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP boundary
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Any  # parsed JSON, or the text when the body is not JSON, or None when empty
-
-
-class Http(Protocol):
-    def request(
-        self, method: str, url: str, headers: dict[str, str], body: Any = None
-    ) -> Response: ...
-
-
-class UrllibHttp:
-    """JSON over HTTP with the standard library: setup jobs need nothing more."""
-
-    def __init__(self, timeout: float = 10.0) -> None:
-        self.timeout = timeout
-
-    def request(self, method: str, url: str, headers: dict[str, str], body: Any = None) -> Response:
-        data = None if body is None else json.dumps(body).encode()
-        # Settings restrict URLs to http(s); this guards direct callers too.
-        if not url.startswith(("http://", "https://")):
-            raise ProvisionError(f"not an http(s) URL: {_where(url)}")
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
-        for key, value in {"Content-Type": "application/json", **headers}.items():
-            request.add_header(key, value)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
-                return Response(reply.status, _parse(reply.read()))
-        except urllib.error.HTTPError as exc:
-            return Response(exc.code, _parse(exc.read()))
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise Unreachable(f"{method} {_where(url)}: {reason}") from None
-
-
-def _parse(raw: bytes) -> Any:
-    if not raw:
-        return None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text.strip()
-
-
-def _where(url: str) -> str:
-    """scheme://host:port/path without query or userinfo, for error messages."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def wait_until_up(
@@ -184,7 +133,7 @@ def ensure_influxdb(
         if reply.status not in ok:
             raise ProvisionError(
                 f"InfluxDB {method} {path.split('?')[0]} answered {reply.status}: "
-                f"{_message(reply.body)}"
+                f"{error_text(reply.body)}"
             )
         return reply
 
@@ -255,12 +204,6 @@ def _expiry(bucket: dict[str, Any]) -> int:
     return 0
 
 
-def _message(body: Any) -> str:
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("reason") or body.get("error") or body)[:200]
-    return str(body)[:200]
-
-
 # --------------------------------------------------------------------------------------------
 # RabbitMQ
 
@@ -306,14 +249,17 @@ def ensure_rabbitmq_user(
             f"RABBITMQ_USER ({settings.rabbitmq_user}) must differ from RABBITMQ_ADMIN_USER: "
             "the agents need their own, limited account"
         )
-    base = settings.rabbitmq_management_url.rstrip("/")
-    token = f"{settings.rabbitmq_admin_user}:{settings.rabbitmq_admin_pass.get_secret_value()}"
-    auth = {"Authorization": "Basic " + b64encode(token.encode()).decode()}
-    vhost = urllib.parse.quote(settings.rabbitmq_vhost, safe="")
-    user = urllib.parse.quote(settings.rabbitmq_user, safe="")
+    client = ManagementClient(
+        settings.rabbitmq_management_url,
+        settings.rabbitmq_admin_user,
+        settings.rabbitmq_admin_pass.get_secret_value(),
+        http=http,
+    )
+    base = client.base_url
+    vhost, user = quote(settings.rabbitmq_vhost), quote(settings.rabbitmq_user)
 
     def call(method: str, path: str, body: Any = None, ok: Sequence[int] = (200,)) -> Response:
-        reply = http.request(method, base + path, auth, body)
+        reply = client.request(method, path, body)
         if reply.status == 401:
             raise ProvisionError(
                 f"RabbitMQ management at {base} refused RABBITMQ_ADMIN_USER "
@@ -322,7 +268,7 @@ def ensure_rabbitmq_user(
         if reply.status not in ok:
             raise ProvisionError(
                 f"RabbitMQ management {method} {path} answered {reply.status}: "
-                f"{_message(reply.body)}"
+                f"{error_text(reply.body)}"
             )
         return reply
 
@@ -398,7 +344,7 @@ def main(argv: Sequence[str] | None = None, http: Http | None = None) -> int:
     except SettingsError as exc:
         print(f"agents.provision: invalid setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except ProvisionError as exc:
+    except ApiError as exc:  # ProvisionError, Unreachable
         print(f"agents.provision {target}: {Redactor(secrets)(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

@@ -49,6 +49,7 @@ from agents.vocab import (
     ORIGINAL_ROUTING_KEY_HEADER,
     QUEUES,
     REJECT_REASON_HEADER,
+    Event,
 )
 
 # pika's default heartbeat; an agent must call `process_events` at least this often (instead of
@@ -254,7 +255,53 @@ def backoff_delay(failures: int, max_backoff: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Deliveries
+# Queue depths
+
+
+def passive_depth(channel: Any, queue: str) -> int:
+    """Ready messages in `queue` (unacked ones are not counted) by a passive declare: plain
+    AMQP, so it works where the management plugin is off. A missing queue closes the channel
+    with 404."""
+    return int(channel.queue_declare(queue=queue, passive=True).method.message_count)
+
+
+class DepthReader:
+    """Queue depths on a connection of its own, for code beside the agents (the console's
+    status line, the fleet's drain at shutdown) that must not share an agent's connection and
+    must keep going when RabbitMQ does not: a call returns None instead of raising, and the
+    next call connects again."""
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self.settings = settings
+        self._connection: BlockingConnection | None = None
+
+    def __call__(self, queues: Sequence[str] = QUEUES) -> dict[str, int] | None:
+        try:
+            if self._connection is None or not self._connection.is_open:
+                self._connection = BlockingConnection(connection_parameters(self.settings))
+            channel = self._connection.channel()
+            try:
+                return {name: passive_depth(channel, name) for name in queues}
+            finally:
+                if channel.is_open:
+                    channel.close()
+        except _TRANSIENT:
+            self.close()  # e.g. a 404 took the channel: start afresh next time
+            return None
+
+    def sleep(self, seconds: float) -> None:
+        """Wait on the connection (heartbeats keep flowing), or plainly when there is none."""
+        if self._connection is not None and self._connection.is_open:
+            try:
+                self._connection.sleep(seconds)
+                return
+            except _TRANSIENT:
+                self.close()
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        _close_quietly(self._connection)
+        self._connection = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +419,7 @@ class RabbitBroker:
             self._next_attempt_at = self._clock.monotonic() + delay
             final = self._connect_attempts is not None and self._failures >= self._connect_attempts
             self._log.error(
-                "RabbitMQ connection attempt failed",
+                Event.CONNECT_FAILED,
                 broker=self.where,
                 attempt=self._failures,
                 max_attempts=self._connect_attempts,
@@ -559,7 +606,7 @@ class RabbitBroker:
         depths: dict[str, int] = {}
         for name in queues:
             try:
-                result = channel.queue_declare(queue=name, passive=True)
+                depths[name] = passive_depth(channel, name)
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._control = None
                 raise BrokerError(
@@ -568,7 +615,6 @@ class RabbitBroker:
             except _TRANSIENT as exc:
                 self._lost(exc, "queue_depths")
                 raise BrokerError(f"connection lost reading queue depths on {self.where}") from exc
-            depths[name] = int(result.method.message_count)
         return depths
 
     # --- consuming ----------------------------------------------------------------------
@@ -787,12 +833,14 @@ __all__ = [
     "Broker",
     "BrokerError",
     "Delivery",
+    "DepthReader",
     "PublishError",
     "RabbitBroker",
     "TopologyError",
     "backoff_delay",
     "connection_parameters",
     "declare_topology",
+    "passive_depth",
     "queue_arguments",
     "setup_topology",
 ]

@@ -1,5 +1,7 @@
-"""Publishing and consuming on the real broker: routing, confirms + mandatory, prefetch, acks,
-dead-lettering. Messages are inspected with plain pika, independently of the code under test."""
+"""Publishing and consuming on the real broker, beyond the broker contract (tests/contract, run
+against this broker too: routing, unroutable keys, prefetch, requeue, depths): the AMQP
+properties, the log lines, native dead-lettering. Messages are inspected with plain pika,
+independently of the code under test."""
 
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ from typing import Any
 import pika
 import pytest
 
-from agents.core.broker import RabbitBroker, connection_parameters
+from agents.core.broker import DepthReader, RabbitBroker, connection_parameters
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
-from agents.ports import BrokerError, Delivery, PublishError
+from agents.ports import Delivery
 from agents.testing import LogCapture
-from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
+from agents.vocab import DEAD_LETTER_QUEUE
 from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
@@ -79,58 +81,6 @@ def test_messages_are_routed_by_key_as_persistent_json(
     assert drain(settings, DEAD_LETTER_QUEUE) == []
 
 
-def test_an_unroutable_message_is_an_error_and_the_broker_stays_usable(
-    broker: RabbitBroker, settings: BrokerSettings
-) -> None:
-    with pytest.raises(PublishError, match="unroutable"):
-        broker.publish("no-such-genre", b"{}", message_id="lost-1")
-    with pytest.raises(PublishError, match="404"):
-        broker.publish("fictional", b"{}", message_id="lost-2", exchange="no-such-exchange")
-
-    broker.publish("fictional", b"{}", message_id="after")
-    assert [p.message_id for _, p, _ in drain(settings, "fictional")] == ["after"]
-    assert broker.queue_depths([*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE]) == {
-        "fictional": 0,
-        "non-fictional": 0,
-        DEAD_LETTER_QUEUE: 0,
-        ANOMALY_QUEUE: 0,
-    }
-
-
-def test_flagged_copies_route_to_the_anomaly_queue(
-    broker: RabbitBroker, settings: BrokerSettings
-) -> None:
-    broker.publish(ANOMALY_QUEUE, b'{"flag": true}', message_id="a-1")
-    assert [p.message_id for _, p, _ in drain(settings, ANOMALY_QUEUE)] == ["a-1"]
-
-
-def test_queue_depths_count_ready_messages(broker: RabbitBroker) -> None:
-    for i in range(3):
-        broker.publish("fictional", b"{}", message_id=f"f-{i}")
-    broker.publish("non-fictional", b"{}", message_id="n-0")
-
-    assert broker.queue_depths() == {"fictional": 3, "non-fictional": 1}
-    with pytest.raises(BrokerError, match="no-such-queue"):
-        broker.queue_depths(["no-such-queue"])
-    assert broker.queue_depths(["fictional"]) == {"fictional": 3}  # channel reopened
-
-
-def test_prefetch_bounds_unacked_deliveries(broker: RabbitBroker) -> None:
-    for i in range(5):
-        broker.publish("fictional", b"{}", message_id=f"f-{i}")
-    held: list[Delivery] = []
-    broker.consume(["fictional"], held.append, prefetch=2)
-
-    pump_until(broker, lambda: len(held) == 2)
-    broker.process_events(0.3)  # a broker ignoring the prefetch would have sent the rest by now
-    assert len(held) == 2
-    held[0].ack()
-    pump_until(broker, lambda: len(held) == 3)
-    broker.process_events(0.3)
-    assert [d.message_id for d in held] == ["f-0", "f-1", "f-2"]
-    assert all(d.content_type == "application/json" and not d.redelivered for d in held)
-
-
 def test_a_rejected_message_reaches_the_dead_letter_queue_with_its_reason(
     broker: RabbitBroker, settings: BrokerSettings, logs: LogCapture
 ) -> None:
@@ -178,26 +128,6 @@ def test_main_queues_dead_letter_natively_too(
     assert props.headers["x-death"][0]["reason"] == "rejected"
 
 
-def test_requeue_redelivers(broker: RabbitBroker) -> None:
-    broker.publish("fictional", b"{}", message_id="again-1")
-    seen: list[Delivery] = []
-
-    def on_message(delivery: Delivery) -> None:
-        seen.append(delivery)
-        if delivery.redelivered:
-            delivery.ack()
-        else:
-            delivery.requeue()
-
-    broker.consume(["fictional"], on_message, prefetch=1)
-    pump_until(broker, lambda: len(seen) == 2)
-    assert [(d.message_id, d.redelivered, d.outcome) for d in seen] == [
-        ("again-1", False, "requeue"),
-        ("again-1", True, "ack"),
-    ]
-    assert broker.queue_depths(["fictional"]) == {"fictional": 0}
-
-
 def test_a_failing_handler_is_retried_once_then_dead_lettered(
     broker: RabbitBroker, settings: BrokerSettings, logs: LogCapture
 ) -> None:
@@ -220,18 +150,21 @@ def test_a_failing_handler_is_retried_once_then_dead_lettered(
     assert errors[0]["context"]["error"] == {"type": "ValueError", "message": "boom"}
 
 
-def test_consuming_two_queues_reports_which_queue(broker: RabbitBroker) -> None:
-    broker.publish("fictional", b"{}", message_id="f")
-    broker.publish("non-fictional", b"{}", message_id="n")
-    seen: list[Delivery] = []
-
-    def on_message(delivery: Delivery) -> None:
-        seen.append(delivery)
-        delivery.ack()
-
-    broker.consume(["fictional", "non-fictional"], on_message, prefetch=5)
-    pump_until(broker, lambda: len(seen) == 2)
-    assert sorted((d.queue, d.message_id) for d in seen) == [
-        ("fictional", "f"),
-        ("non-fictional", "n"),
-    ]
+def test_the_depth_reader_counts_ready_messages_and_never_raises(
+    broker: RabbitBroker, settings: BrokerSettings
+) -> None:
+    """The console and the fleet's drain read depths beside the agents, over AMQP only."""
+    for i in range(2):
+        broker.publish("fictional", b"{}", message_id=f"f-{i}")
+    reader = DepthReader(settings)
+    try:
+        assert reader() == {"fictional": 2, "non-fictional": 0}
+        assert reader([DEAD_LETTER_QUEUE]) == {DEAD_LETTER_QUEUE: 0}
+        assert reader(["no-such-queue"]) is None  # a 404 closes the channel, not the reader
+        assert reader(["fictional"]) == {"fictional": 2}
+    finally:
+        reader.close()
+    gone = DepthReader(settings.model_copy(update={"rabbitmq_port": 9}))
+    assert gone() is None
+    gone.sleep(0.01)
+    gone.close()
