@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 import pika
 
 from agents.messages import GENRES, Catalogue
+from agents.vocab import QUEUES
 from benchmarks import rabbit
-
-QUEUES: tuple[str, ...] = ("fictional", "non-fictional")
 
 
 def make_bodies(count: int, seed: int = 7) -> list[tuple[str, bytes, str]]:
@@ -42,13 +41,7 @@ def pika_publish(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> float:
         channel.confirm_delivery()
         started = time.perf_counter()
         for routing_key, body, message_id in bodies:
-            channel.basic_publish(
-                "books",
-                routing_key,
-                body,
-                rabbit.book_properties(message_id),
-                mandatory=True,
-            )
+            rabbit.publish_book(channel, routing_key, body, message_id)
         elapsed = time.perf_counter() - started
     finally:
         connection.close()

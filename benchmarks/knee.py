@@ -65,15 +65,7 @@ def raw_consumers(vhost: str, workdir: Path, prefetch: int, count: int = 2) -> I
 
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.raw_consumer",
-                "--vhost",
-                vhost,
-                "--prefetch",
-                str(prefetch),
-            ],
+            rabbit.raw_consumer_command(vhost, prefetch),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

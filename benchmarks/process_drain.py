@@ -18,23 +18,15 @@ from pathlib import Path
 
 import pika
 
+from agents.core.broker import passive_depth
+from agents.vocab import QUEUES
 from benchmarks import rabbit
 from benchmarks.load import REPO, agent_env, stop_processes
-
-QUEUES = ("fictional", "non-fictional")
 
 
 def _spawn(kind: str, vhost: str, workdir: Path, prefetch: int) -> subprocess.Popen[bytes]:
     if kind == "raw":
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.raw_consumer",
-            "--vhost",
-            vhost,
-            "--prefetch",
-            str(prefetch),
-        ]
+        command = rabbit.raw_consumer_command(vhost, prefetch)
         env = agent_env(vhost, workdir, "raw")
     else:
         command = [sys.executable, "-m", "agents", "consumer"]
@@ -67,7 +59,7 @@ def drain_rate(
     channel = connection.channel()
 
     def depth() -> int:
-        return sum(int(channel.queue_declare(q, passive=True).method.message_count) for q in QUEUES)
+        return sum(passive_depth(channel, q) for q in QUEUES)
 
     proc = _spawn(kind, vhost, workdir, prefetch)
     try:

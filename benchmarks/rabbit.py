@@ -4,18 +4,19 @@ draining checks. Every run uses its own vhost, so nothing here collides with the
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import uuid
-from base64 import b64encode
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pika
+
+from agents.core.broker import passive_depth
+from agents.core.management import ManagementClient
+from agents.testing.waiting import wait_until
+from agents.vocab import EXCHANGE
 
 HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
 PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
@@ -23,36 +24,17 @@ USER = os.environ.get("RABBITMQ_USER", "guest")
 PASSWORD = os.environ.get("RABBITMQ_PASS", "guest")
 MGMT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{HOST}:15672")
 
+API = ManagementClient(MGMT_URL, USER, PASSWORD)
+
 
 def management(method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    auth = "Basic " + b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(  # noqa: S310 (the local management API, http only)
-        MGMT_URL + path,
-        data=data,
-        method=method,
-        headers={"Authorization": auth, "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (see above)
-        raw = response.read()
-    return json.loads(raw) if raw else None
+    """The management API's parsed answer (`ApiStatusError` unless 2xx)."""
+    return API.call(method, path, body)
 
 
-@contextlib.contextmanager
-def bench_vhost(prefix: str = "bench") -> Iterator[str]:
+def bench_vhost(prefix: str = "bench") -> contextlib.AbstractContextManager[str]:
     """A fresh vhost with full permissions for the user, deleted on exit (messages and all)."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    management("PUT", f"/api/vhosts/{urllib.parse.quote(name, safe='')}")
-    management(
-        "PUT",
-        f"/api/permissions/{urllib.parse.quote(name, safe='')}/{USER}",
-        {"configure": ".*", "write": ".*", "read": ".*"},
-    )
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            management("DELETE", f"/api/vhosts/{urllib.parse.quote(name, safe='')}")
+    return API.temporary_vhost(prefix)
 
 
 def params(vhost: str) -> pika.ConnectionParameters:
@@ -87,7 +69,7 @@ def depths(vhost: str, queues: Sequence[str]) -> dict[str, int]:
     connection = pika.BlockingConnection(params(vhost))
     try:
         channel = connection.channel()
-        return {q: int(channel.queue_declare(q, passive=True).method.message_count) for q in queues}
+        return {q: passive_depth(channel, q) for q in queues}
     finally:
         connection.close()
 
@@ -105,15 +87,13 @@ def purge(vhost: str, queues: Sequence[str]) -> None:
 def wait_for_depth(
     vhost: str, queues: Sequence[str], total: int, timeout: float = 60.0
 ) -> dict[str, int]:
-    """Poll until the ready messages across `queues` equal `total` (or raise TimeoutError)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll until the ready messages across `queues` equal `total` (else a TimeoutError)."""
+
+    def reached() -> dict[str, int] | None:
         seen = depths(vhost, queues)
-        if sum(seen.values()) == total:
-            return seen
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"queues {seen} did not reach {total} messages in {timeout}s")
-        time.sleep(0.05)
+        return seen if sum(seen.values()) == total else None
+
+    return wait_until(reached, timeout, f"{total} ready messages in {list(queues)}", interval=0.05)
 
 
 def book_properties(message_id: str) -> pika.BasicProperties:
@@ -133,11 +113,28 @@ def prefill(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> None:
     try:
         channel = connection.channel()
         for routing_key, body, message_id in bodies:
-            channel.basic_publish(
-                "books",
-                routing_key,
-                body,
-                book_properties(message_id),
-            )
+            publish_book(channel, routing_key, body, message_id, mandatory=False)
     finally:
         connection.close()
+
+
+def publish_book(
+    channel: Any, routing_key: str, body: bytes, message_id: str, *, mandatory: bool = True
+) -> None:
+    """One book message as the agents publish it, on a bare pika channel."""
+    channel.basic_publish(
+        EXCHANGE, routing_key, body, book_properties(message_id), mandatory=mandatory
+    )
+
+
+def raw_consumer_command(vhost: str, prefetch: int) -> list[str]:
+    """`benchmarks.raw_consumer`: the bare-pika consumer process the agent is measured against."""
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.raw_consumer",
+        "--vhost",
+        vhost,
+        "--prefetch",
+        str(prefetch),
+    ]

@@ -9,14 +9,21 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Call `probe` until it returns something truthy and return that; fail naming `what`
-    after `timeout` s."""
+class WaitTimeout(AssertionError, TimeoutError):
+    """The condition never came: a failed assertion to pytest, a TimeoutError to code that
+    waits (a benchmark step gives up on it and moves on)."""
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
+) -> T:
+    """Call `probe` until it returns something truthy and return that; raise `WaitTimeout`
+    naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
