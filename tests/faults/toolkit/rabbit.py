@@ -4,14 +4,8 @@ connection to read queues, independently of the code under test."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
-from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,38 +13,35 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from agents.core.broker import passive_depth
+from agents.core.management import ApiError, ApiStatusError, ManagementClient
+from agents.testing.waiting import wait_until
+from agents.vocab import EXCHANGE
+
 HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
 PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
 MGMT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{HOST}:15672")
 ADMIN = ("guest", "guest")
-
-
-def _q(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
+API = ManagementClient(MGMT_URL, *ADMIN)
+AGENT_CONNECTION_PREFIX = "books-agents/"  # connection_parameters names each agent's connection
 
 
 def management(
     method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    auth = "Basic " + b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
-    request = urllib.request.Request(
-        MGMT_URL + path,
-        data=data,
-        method=method,
-        headers={"Authorization": auth, "Content-Type": "application/json", **(headers or {})},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-    return json.loads(raw) if raw else None
+    """The management API's parsed answer (`ApiStatusError`, an OSError, unless 2xx)."""
+    return API.call(method, path, body, headers=headers)
 
 
 def vhost_connections(vhost: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = management("GET", f"/api/vhosts/{_q(vhost)}/connections")
-    return result
+    return API.connections(vhost)
 
 
 INSPECTOR_NAME = "fault-inspector"
+
+
+def _connection_name(connection: dict[str, Any]) -> str:
+    return str((connection.get("client_properties") or {}).get("connection_name", ""))
 
 
 def agent_connections(vhost: str) -> list[dict[str, Any]]:
@@ -58,39 +49,32 @@ def agent_connections(vhost: str) -> list[dict[str, Any]]:
     return [
         c
         for c in vhost_connections(vhost)
-        if str((c.get("client_properties") or {}).get("connection_name", "")).startswith(
-            "books-agents/"
-        )
+        if _connection_name(c).startswith(AGENT_CONNECTION_PREFIX)
     ]
+
+
+def _close(connection: dict[str, Any], reason: str) -> bool:
+    with contextlib.suppress(ApiStatusError):  # gone between listing and closing
+        return API.close_connection(connection["name"], reason)
+    return False
 
 
 def close_connections(vhost: str, reason: str = "fault injection") -> int:
     """Force-close every agent connection of `vhost` (never another test's). Returns how many."""
-    closed = 0
-    for connection in agent_connections(vhost):
-        with contextlib.suppress(urllib.error.HTTPError):  # already gone
-            management(
-                "DELETE", f"/api/connections/{_q(connection['name'])}", headers={"X-Reason": reason}
-            )
-            closed += 1
-    return closed
+    return sum(_close(connection, reason) for connection in agent_connections(vhost))
 
 
 @contextlib.contextmanager
 def dedicated_user(vhost: str, password: str) -> Iterator[str]:
     """A throwaway RabbitMQ user with `password`, allowed only on `vhost`."""
     name = f"fault-{uuid.uuid4().hex[:8]}"
-    management("PUT", f"/api/users/{_q(name)}", {"password": password, "tags": ""})
-    management(
-        "PUT",
-        f"/api/permissions/{_q(vhost)}/{_q(name)}",
-        {"configure": ".*", "write": ".*", "read": ".*"},
-    )
+    API.put_user(name, password)
+    API.set_permissions(vhost, name, configure=".*", write=".*", read=".*")
     try:
         yield name
     finally:
-        with contextlib.suppress(urllib.error.URLError):
-            management("DELETE", f"/api/users/{_q(name)}")
+        with contextlib.suppress(ApiError):
+            API.delete_user(name)
 
 
 @dataclass
@@ -130,7 +114,7 @@ class QueueInspector:
 
     def depth(self, queue: str) -> int:
         """Ready messages (AMQP does not count unacked ones; see `unacked`)."""
-        return int(self.channel().queue_declare(queue, passive=True).method.message_count)
+        return passive_depth(self.channel(), queue)
 
     def consumers(self, queue: str) -> int:
         return int(self.channel().queue_declare(queue, passive=True).method.consumer_count)
@@ -140,8 +124,7 @@ class QueueInspector:
 
     def queue_info(self, queue: str) -> dict[str, Any]:
         """Management statistics of a queue (refreshed by the broker every few seconds)."""
-        info: dict[str, Any] = management("GET", f"/api/queues/{_q(self.vhost)}/{_q(queue)}")
-        return info
+        return API.queue(self.vhost, queue)
 
     def redelivered(self, queue: str) -> int:
         stats = self.queue_info(queue).get("message_stats") or {}
@@ -155,7 +138,7 @@ class QueueInspector:
         content_type: str | None = "application/json",
         message_id: str | None = None,
         headers: dict[str, Any] | None = None,
-        exchange: str = "books",
+        exchange: str = EXCHANGE,
     ) -> None:
         self.channel().basic_publish(
             exchange=exchange,
@@ -204,27 +187,16 @@ def close_agent_connection(
     `already` (connections closed before, possibly still listed) are skipped, and new ones added.
     """
     already = set() if already is None else already
-    deadline = time.monotonic() + timeout
-    wanted = f"books-agents/{agent_id}"
-    while True:
-        mine = [
+    wanted = f"{AGENT_CONNECTION_PREFIX}{agent_id}"
+
+    def listed() -> list[dict[str, Any]]:
+        return [
             c
             for c in vhost_connections(vhost)
-            if (c.get("client_properties") or {}).get("connection_name") == wanted
-            and c["name"] not in already
+            if _connection_name(c) == wanted and c["name"] not in already
         ]
-        if mine:
-            closed = 0
-            for connection in mine:
-                with contextlib.suppress(urllib.error.HTTPError):
-                    management(
-                        "DELETE",
-                        f"/api/connections/{_q(connection['name'])}",
-                        headers={"X-Reason": "fault injection"},
-                    )
-                    closed += 1
-                already.add(connection["name"])
-            return closed
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"no connection of {agent_id} listed in vhost {vhost}")
-        time.sleep(0.2)
+
+    mine = wait_until(listed, timeout, f"a connection of {agent_id} listed in vhost {vhost}", 0.2)
+    closed = sum(_close(connection, "fault injection") for connection in mine)
+    already.update(connection["name"] for connection in mine)
+    return closed
