@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from agents.ports import Broker
+
 T = TypeVar("T")
 
 
@@ -27,3 +29,18 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def pump_until(
+    broker: Broker, done: Callable[[], bool], timeout: float = 10.0, what: str = "the condition"
+) -> None:
+    """Run `broker`'s event loop (deliveries, settles, reconnects) until `done()`; the real and
+    the in-memory broker alike."""
+
+    def pumped() -> bool:
+        if done():
+            return True
+        broker.process_events(0.05, until=done)
+        return done()
+
+    wait_until(pumped, timeout, what, interval=0)

@@ -23,7 +23,7 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import Broker, BrokerError, Delivery, PublishError
 from agents.testing import MemoryBroker
-from agents.testing.waiting import wait_until
+from agents.testing.waiting import pump_until
 from agents.vocab import (
     ANOMALY_QUEUE,
     DEAD_LETTER_QUEUE,
@@ -61,13 +61,7 @@ class Backend:
     drain: Callable[[str], list[Stored]]  # take every ready message of a queue, in order
 
     def pump(self, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-        """Run the broker's event loop until `done()`."""
-
-        def probe() -> bool:
-            self.broker.process_events(0.05, until=done)
-            return done()
-
-        wait_until(probe, timeout, what, interval=0)
+        pump_until(self.broker, done, timeout, what)
 
     def quiet(self) -> None:
         """Give the broker the chance to do what it should not (send past the prefetch,
