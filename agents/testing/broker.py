@@ -15,6 +15,7 @@ both must pass. In short:
   channel.
 - A handler that raises without settling gets the real broker's treatment: a first delivery is
   requeued, a redelivery dead-lettered (no poison loop). The exception is kept for `join`.
+- Quorum queues (the default `queue_type`) number redeliveries in `x-delivery-count`.
 - `queue_depths` counts ready messages, not unacked ones; an unknown queue is a `BrokerError`.
 - `close` (and `lose_channel`) returns every unsettled delivery to its queue, redelivered; their
   settle calls then return False and record nothing.
@@ -36,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from agents.core.clock import SystemClock
 from agents.ports import BrokerError, Clock, Delivery, Outcome, PublishError
@@ -52,6 +53,7 @@ from agents.vocab import (
     REJECT_REASON_HEADER,
 )
 
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on every redelivery
 DEFAULT_EXCHANGE = ""  # RabbitMQ's nameless exchange: routes to the queue named by the key
 _REASON_LIMIT = 500  # characters of a reject reason kept in its header (as RabbitBroker does)
 
@@ -78,6 +80,7 @@ class Message:
     content_type: str | None = "application/json"
     timestamp: int | None = None
     redelivered: bool = False
+    deliveries: int = 0  # how often a consumer has been handed it
 
 
 @dataclass(eq=False)
@@ -106,8 +109,14 @@ def _one_line(reason: str) -> str:
 class MemoryBroker:
     """The `Broker` port in memory; see the module docstring for what it promises."""
 
-    def __init__(self, depths: dict[str, int] | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        depths: dict[str, int] | None = None,
+        clock: Clock | None = None,
+        queue_type: Literal["quorum", "classic"] = "quorum",
+    ) -> None:
         self._clock = clock or SystemClock()
+        self.queue_type = queue_type
         self.depths = dict(depths or {})  # pinned answers for queue_depths, by queue
         self.published: list[Published] = []
         self.settled: list[tuple[str, str | None, Delivery]] = []
@@ -346,12 +355,16 @@ class MemoryBroker:
         def channel_open() -> bool:
             return generation == self.generation and not self.closed
 
+        headers = dict(message.headers)
+        if self.queue_type == "quorum" and message.deliveries:
+            headers[DELIVERY_COUNT_HEADER] = message.deliveries
+        message.deliveries += 1
         delivery = Delivery(
             body=message.body,
             queue=queue,
             routing_key=message.routing_key,
             message_id=message.message_id,
-            headers=dict(message.headers),
+            headers=headers,
             content_type=message.content_type,
             redelivered=message.redelivered,
             delivery_tag=self._tag,
@@ -387,7 +400,7 @@ class MemoryBroker:
                     taken.message.redelivered = True
                     self._queues[delivery.queue].appendleft(taken.message)
                 elif outcome == "reject":
-                    self._dead_letter(taken.message, delivery, reason or "rejected")
+                    self._dead_letter(delivery, reason or "rejected")
             self._changed.notify_all()
             return True
 
@@ -397,20 +410,21 @@ class MemoryBroker:
             taken.consumer.unsettled.discard(tag)
         return taken
 
-    def _dead_letter(self, message: Message, delivery: Delivery, reason: str) -> None:
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """A copy of the message as delivered (RabbitBroker copies the received properties)."""
         headers = {
-            **message.headers,
+            **delivery.headers,
             REJECT_REASON_HEADER: _one_line(reason),
             ORIGINAL_QUEUE_HEADER: delivery.queue,
             ORIGINAL_ROUTING_KEY_HEADER: delivery.routing_key,
         }
         dead = Message(
-            message.body,
-            message.routing_key,
-            message.message_id,
+            delivery.body,
+            delivery.routing_key,
+            delivery.message_id,
             headers,
-            message.content_type,
-            message.timestamp,
+            delivery.content_type,
+            delivery.timestamp,
         )
         self._route(DLX, dead)
 

@@ -263,6 +263,26 @@ def test_requeue_redelivers_with_the_redelivered_flag(backend: Backend) -> None:
     assert len(seen) == 2
 
 
+def test_a_quorum_queue_counts_redeliveries_in_a_header(backend: Backend) -> None:
+    publish(backend.broker, FICTIONAL, "count-1", headers={"genre": "x"})
+    seen: list[Delivery] = []
+
+    def on_message(delivery: Delivery) -> None:
+        seen.append(delivery)
+        if len(seen) < 3:
+            delivery.requeue()
+        else:
+            delivery.ack()
+
+    backend.broker.consume([FICTIONAL], on_message, prefetch=1)
+    backend.pump(lambda: len(seen) == 3, "two redeliveries")
+    assert [d.headers for d in seen] == [
+        {"genre": "x"},
+        {"genre": "x", "x-delivery-count": 1},
+        {"genre": "x", "x-delivery-count": 2},
+    ]
+
+
 def test_a_rejected_message_is_dead_lettered_with_its_reason_and_origin(backend: Backend) -> None:
     broker = backend.broker
     publish(broker, FICTIONAL, "bad-1", headers={"genre": "x"})
