@@ -59,6 +59,7 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
     from agents.monitor import Monitor
     from agents.publisher import Publisher
     from agents.testing import MemoryBroker
+    from agents.vocab import QUEUES
 
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         workdir = Path(tmp)
@@ -130,6 +131,8 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
                     turn += 1
                     broker.deliver(item.body, queue=item.routing_key, message_id=item.message_id)
                 routed[p_index] = len(sent)
+                for queue in QUEUES:  # handed over above: nothing stays queued behind
+                    publisher.broker.drain(queue)
             for consumer, _broker in consumers:
                 consumer.step()
             monitor.step()
