@@ -35,7 +35,7 @@ from agents.vocab import (
     QUEUES,
     REJECT_REASON_HEADER,
 )
-from tests.conftest import drain_queue
+from tests.support.rabbit import drain_queue
 
 ALL_QUEUES = (*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE)
 # Quorum queues count deliveries in a header of their own; it is not part of the message.
