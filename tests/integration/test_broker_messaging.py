@@ -6,7 +6,7 @@ independently of the code under test."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -17,7 +17,7 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import Delivery
 from agents.testing import LogCapture
-from agents.testing.waiting import wait_until
+from agents.testing.waiting import pump_until, wait_until
 from agents.vocab import DEAD_LETTER_QUEUE
 from tests.support.rabbit import drain_queue
 
@@ -42,13 +42,6 @@ def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]
     broker.connect()
     yield broker
     broker.close()
-
-
-def pump_until(broker: RabbitBroker, done: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        broker.process_events(0.05)
 
 
 def drain(settings: BrokerSettings, queue: str) -> list[Raw]:

@@ -10,20 +10,28 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 
 import pika
 import pytest
 
-from agents.core.broker import RabbitBroker, connection_parameters, queue_arguments, setup_topology
+from agents.core.broker import (
+    RabbitBroker,
+    connection_parameters,
+    passive_depth,
+    queue_arguments,
+    setup_topology,
+)
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
+from agents.core.management import ManagementClient
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, Delivery, PublishError
 from agents.testing import LogCapture
+from agents.testing.waiting import pump_until as pump
+from agents.testing.waiting import wait_until
 from agents.vocab import EXCHANGE
-from tests.support.rabbit import RABBIT_HOST, management
+from tests.support.rabbit import MGMT_URL, RABBIT_HOST, management
 
 PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itself must not leak it
 
@@ -48,11 +56,8 @@ def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]
     broker.close()
 
 
-def pump_until(broker: RabbitBroker, done: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        broker.process_events(0.05)
+def pump_until(broker: RabbitBroker, done: Callable[[], bool]) -> None:
+    pump(broker, done, timeout=15.0)  # a reconnection takes a few backoff rounds
 
 
 def close_vhost_connections(vhost: str) -> None:
@@ -67,22 +72,17 @@ def close_vhost_connections(vhost: str) -> None:
         )
         if done.returncode == 0 and "Closed 0 connections" not in done.stdout:
             return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # the management API lists connections with a small lag
-        connections = management("GET", f"/api/vhosts/{vhost}/connections")
-        if connections:
-            for connection in connections:
-                name = urllib.parse.quote(connection["name"], safe="")
-                management("DELETE", f"/api/connections/{name}")
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no connection to close in vhost {vhost}")
+    api = ManagementClient(MGMT_URL, "guest", "guest")
+    # The management API lists a new connection with a small lag.
+    listed = wait_until(lambda: api.connections(vhost), 15, f"a connection in vhost {vhost}")
+    for connection in listed:
+        api.close_connection(connection["name"], "test")
 
 
 def ready_count(settings: BrokerSettings, queue: str) -> int:
     connection = pika.BlockingConnection(connection_parameters(settings))
     try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+        return passive_depth(connection.channel(), queue)
     finally:
         connection.close()
 
