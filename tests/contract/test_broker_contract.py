@@ -28,6 +28,7 @@ from agents.vocab import (
     ANOMALY_QUEUE,
     DEAD_LETTER_QUEUE,
     DLX,
+    EXCHANGE,
     FICTIONAL,
     NON_FICTIONAL,
     ORIGINAL_QUEUE_HEADER,
@@ -425,3 +426,20 @@ def test_process_events_on_a_closed_broker_is_an_error(backend: Backend) -> None
 def test_prefetch_must_be_positive(backend: Backend) -> None:
     with pytest.raises(ValueError, match="prefetch"):
         backend.broker.consume([FICTIONAL], lambda d: None, prefetch=0)
+
+
+def test_the_names_other_clients_see_are_pinned() -> None:
+    """Operators, other consumers and the dashboards read these on the wire; tests elsewhere use
+    the agents.vocab constants, so this is where a rename would have to be deliberate."""
+    assert (EXCHANGE, DLX, QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE) == (
+        "books",
+        "books.dlx",
+        ("fictional", "non-fictional"),
+        "books.dead-letter",
+        "books.anomalies",
+    )
+    assert (REJECT_REASON_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER) == (
+        "x-reject-reason",
+        "x-original-queue",
+        "x-original-routing-key",
+    )

@@ -18,7 +18,14 @@ from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import Delivery
 from agents.testing import LogCapture
 from agents.testing.waiting import pump_until, wait_until
-from agents.vocab import DEAD_LETTER_QUEUE
+from agents.vocab import (
+    DEAD_LETTER_QUEUE,
+    FICTIONAL,
+    NON_FICTIONAL,
+    ORIGINAL_QUEUE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    REJECT_REASON_HEADER,
+)
 from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq
@@ -52,15 +59,15 @@ def test_messages_are_routed_by_key_as_persistent_json(
     broker: RabbitBroker, settings: BrokerSettings
 ) -> None:
     before = int(time.time())
-    ms = broker.publish("fictional", b'{"n": 1}', message_id="f-1", headers={"genre": "fantasy"})
-    broker.publish("non-fictional", b'{"n": 2}', message_id="n-1")
+    ms = broker.publish(FICTIONAL, b'{"n": 1}', message_id="f-1", headers={"genre": "fantasy"})
+    broker.publish(NON_FICTIONAL, b'{"n": 2}', message_id="n-1")
 
     assert isinstance(ms, float)
     assert ms > 0
-    fictional = drain(settings, "fictional")
-    nonfictional = drain(settings, "non-fictional")
+    fictional = drain(settings, FICTIONAL)
+    nonfictional = drain(settings, NON_FICTIONAL)
     assert [(m.routing_key, p.message_id, b) for m, p, b in fictional] == [
-        ("fictional", "f-1", b'{"n": 1}')
+        (FICTIONAL, "f-1", b'{"n": 1}')
     ]
     assert [p.message_id for _, p, _ in nonfictional] == ["n-1"]
     _, props, _ = fictional[0]
@@ -78,14 +85,14 @@ def test_messages_are_routed_by_key_as_persistent_json(
 def test_a_rejected_message_reaches_the_dead_letter_queue_with_its_reason(
     broker: RabbitBroker, settings: BrokerSettings, logs: LogCapture
 ) -> None:
-    broker.publish("fictional", b'{"title": 42}', message_id="bad-1", headers={"genre": "x"})
+    broker.publish(FICTIONAL, b'{"title": 42}', message_id="bad-1", headers={"genre": "x"})
     seen: list[Delivery] = []
 
     def on_message(delivery: Delivery) -> None:
         seen.append(delivery)
         delivery.reject("validation: title must be a string")
 
-    broker.consume(["fictional"], on_message, prefetch=10)
+    broker.consume([FICTIONAL], on_message, prefetch=10)
     pump_until(broker, lambda: bool(seen))
     broker.close()  # anything still unacked would now go back to `fictional`
 
@@ -95,11 +102,11 @@ def test_a_rejected_message_reaches_the_dead_letter_queue_with_its_reason(
     assert body == b'{"title": 42}'
     assert props.message_id == "bad-1"
     assert props.delivery_mode == 2
-    assert props.headers["x-reject-reason"] == "validation: title must be a string"
-    assert props.headers["x-original-queue"] == "fictional"
-    assert props.headers["x-original-routing-key"] == "fictional"
+    assert props.headers[REJECT_REASON_HEADER] == "validation: title must be a string"
+    assert props.headers[ORIGINAL_QUEUE_HEADER] == FICTIONAL
+    assert props.headers[ORIGINAL_ROUTING_KEY_HEADER] == FICTIONAL
     assert props.headers["genre"] == "x"
-    assert drain(settings, "fictional") == []  # rejected means gone, not requeued
+    assert drain(settings, FICTIONAL) == []  # rejected means gone, not requeued
     [warning] = logs.where(level="WARNING")
     assert warning["context"]["reason"] == "validation: title must be a string"
     assert warning["context"]["message_id"] == "bad-1"
@@ -109,10 +116,10 @@ def test_main_queues_dead_letter_natively_too(
     broker: RabbitBroker, settings: BrokerSettings
 ) -> None:
     # The fallback path (and any other client) relies on the queue's x-dead-letter-exchange.
-    broker.publish("non-fictional", b"{}", message_id="native-1")
+    broker.publish(NON_FICTIONAL, b"{}", message_id="native-1")
     connection = pika.BlockingConnection(connection_parameters(settings))
     channel = connection.channel()
-    method, _, _ = channel.basic_get("non-fictional", auto_ack=False)
+    method, _, _ = channel.basic_get(NON_FICTIONAL, auto_ack=False)
     channel.basic_reject(method.delivery_tag, requeue=False)
     connection.close()
 
@@ -120,27 +127,27 @@ def test_main_queues_dead_letter_natively_too(
     dead = wait_until(lambda: drain(settings, DEAD_LETTER_QUEUE), 10, "the native dead letter")
     [(_, props, _)] = dead
     assert props.message_id == "native-1"
-    assert props.headers["x-death"][0]["queue"] == "non-fictional"
+    assert props.headers["x-death"][0]["queue"] == NON_FICTIONAL
     assert props.headers["x-death"][0]["reason"] == "rejected"
 
 
 def test_a_failing_handler_is_retried_once_then_dead_lettered(
     broker: RabbitBroker, settings: BrokerSettings, logs: LogCapture
 ) -> None:
-    broker.publish("fictional", b"{}", message_id="poison-1")
+    broker.publish(FICTIONAL, b"{}", message_id="poison-1")
     calls: list[Delivery] = []
 
     def on_message(delivery: Delivery) -> None:
         calls.append(delivery)
         raise ValueError("boom")
 
-    broker.consume(["fictional"], on_message, prefetch=1)
+    broker.consume([FICTIONAL], on_message, prefetch=1)
     pump_until(broker, lambda: len(calls) == 2 and calls[1].outcome == "reject")
     broker.process_events(0.2)  # no third delivery: no poison loop
 
     assert [(d.redelivered, d.outcome) for d in calls] == [(False, "requeue"), (True, "reject")]
     [(_, props, _)] = drain(settings, DEAD_LETTER_QUEUE)
-    assert props.headers["x-reject-reason"] == "handler error: ValueError: boom"
+    assert props.headers[REJECT_REASON_HEADER] == "handler error: ValueError: boom"
     errors = logs.where(level="ERROR")
     assert [e["message"] for e in errors] == ["message handler failed"] * 2
     assert errors[0]["context"]["error"] == {"type": "ValueError", "message": "boom"}
@@ -151,13 +158,13 @@ def test_the_depth_reader_counts_ready_messages_and_never_raises(
 ) -> None:
     """The console and the fleet's drain read depths beside the agents, over AMQP only."""
     for i in range(2):
-        broker.publish("fictional", b"{}", message_id=f"f-{i}")
+        broker.publish(FICTIONAL, b"{}", message_id=f"f-{i}")
     reader = DepthReader(settings)
     try:
-        assert reader() == {"fictional": 2, "non-fictional": 0}
+        assert reader() == {FICTIONAL: 2, NON_FICTIONAL: 0}
         assert reader([DEAD_LETTER_QUEUE]) == {DEAD_LETTER_QUEUE: 0}
         assert reader(["no-such-queue"]) is None  # a 404 closes the channel, not the reader
-        assert reader(["fictional"]) == {"fictional": 2}
+        assert reader([FICTIONAL]) == {FICTIONAL: 2}
     finally:
         reader.close()
     gone = DepthReader(settings.model_copy(update={"rabbitmq_port": 9}))

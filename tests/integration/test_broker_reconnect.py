@@ -30,7 +30,7 @@ from agents.ports import BrokerError, Delivery, PublishError
 from agents.testing import LogCapture
 from agents.testing.waiting import pump_until as pump
 from agents.testing.waiting import wait_until
-from agents.vocab import EXCHANGE
+from agents.vocab import DLX, EXCHANGE, FICTIONAL, NON_FICTIONAL
 from tests.support.rabbit import MGMT_URL, RABBIT_HOST, management
 
 PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itself must not leak it
@@ -99,9 +99,9 @@ def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
     broker: RabbitBroker, settings: BrokerSettings, vhost: str, logs: LogCapture
 ) -> None:
     for i in range(3):
-        broker.publish("fictional", b"{}", message_id=f"m-{i}")
+        broker.publish(FICTIONAL, b"{}", message_id=f"m-{i}")
     held: list[Delivery] = []
-    broker.consume(["fictional"], held.append, prefetch=10)
+    broker.consume([FICTIONAL], held.append, prefetch=10)
     pump_until(broker, lambda: len(held) == 3)
     first = list(held)
 
@@ -115,12 +115,12 @@ def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
         delivery.ack()  # their channel died: a silent no-op that must not break the new one
     for delivery in again:
         delivery.ack()
-    broker.publish("fictional", b"{}", message_id="after")
+    broker.publish(FICTIONAL, b"{}", message_id="after")
     pump_until(broker, lambda: len(held) == 7)
     held[6].ack()
     broker.process_events(0.1)
     broker.close()
-    assert ready_count(settings, "fictional") == 0  # every ack on the new channel counted
+    assert ready_count(settings, FICTIONAL) == 0  # every ack on the new channel counted
 
     assert broker.reconnects == 1
     [lost] = logs.where(level="ERROR")
@@ -128,7 +128,7 @@ def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
     assert lost["context"]["error"]["type"] == "ConnectionClosedByBroker"
     assert "CONNECTION_FORCED" in lost["context"]["error"]["message"]
     [reconnected] = logs.where("RabbitMQ reconnected")
-    assert reconnected["context"]["consumers"] == ["fictional"]
+    assert reconnected["context"]["consumers"] == [FICTIONAL]
 
 
 @pytest.mark.rabbitmq
@@ -138,11 +138,11 @@ def test_publish_on_a_dropped_connection_raises_then_recovers(
     close_vhost_connections(vhost)
 
     with pytest.raises(PublishError, match="connection lost"):
-        broker.publish("fictional", b"{}", message_id="during")
-    broker.publish("fictional", b"{}", message_id="after")  # reconnects on the way
+        broker.publish(FICTIONAL, b"{}", message_id="during")
+    broker.publish(FICTIONAL, b"{}", message_id="after")  # reconnects on the way
 
     assert broker.reconnects == 1
-    assert ready_count(settings, "fictional") == 1
+    assert ready_count(settings, FICTIONAL) == 1
 
 
 @pytest.mark.rabbitmq
@@ -150,7 +150,7 @@ def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
     broker: RabbitBroker, vhost: str, logs: LogCapture
 ) -> None:
     got: list[Delivery] = []
-    broker.consume(["non-fictional"], got.append, prefetch=5)
+    broker.consume([NON_FICTIONAL], got.append, prefetch=5)
     management("DELETE", f"/api/vhosts/{vhost}")  # closes our connection; reconnects fail
 
     started = time.monotonic()
@@ -158,7 +158,7 @@ def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
     elapsed = time.monotonic() - started
     assert 0.9 <= elapsed < 5.0  # it kept its time budget instead of raising or hanging
     with pytest.raises(PublishError, match="not connected"):
-        broker.publish("non-fictional", b"{}", message_id="while-down")
+        broker.publish(NON_FICTIONAL, b"{}", message_id="while-down")
     failures = [e for e in logs.where(level="ERROR") if "attempt failed" in e["message"]]
     assert len(failures) >= 3  # one ERROR line per attempt, ~0.2 s apart (the cap)
     assert [f["context"]["attempt"] for f in failures] == list(range(1, len(failures) + 1))
@@ -171,7 +171,7 @@ def test_an_outage_is_survived_without_crashing_and_the_topology_is_restored(
     pump_until(broker, lambda: broker.connected)
 
     assert management("GET", f"/api/exchanges/{vhost}/{EXCHANGE}")["durable"] is True
-    broker.publish("non-fictional", b"{}", message_id="back")
+    broker.publish(NON_FICTIONAL, b"{}", message_id="back")
     pump_until(broker, lambda: len(got) == 1)
     assert got[0].message_id == "back"
 
@@ -242,19 +242,19 @@ def test_a_consumer_cancelled_by_the_broker_is_re_registered(
     # Deleting a consumed queue cancels its consumer; pika raises nothing, so without recovery
     # the agent would stay connected and idle forever.
     got: list[Delivery] = []
-    broker.consume(["fictional"], got.append, prefetch=5)
+    broker.consume([FICTIONAL], got.append, prefetch=5)
     broker.process_events(0.05)
     management("DELETE", f"/api/queues/{vhost}/fictional")
 
     pump_until(broker, lambda: broker.reconnects == 1)
-    broker.publish("fictional", b"{}", message_id="after-delete")  # the queue was redeclared
+    broker.publish(FICTIONAL, b"{}", message_id="after-delete")  # the queue was redeclared
     pump_until(broker, lambda: len(got) == 1)
 
     assert got[0].message_id == "after-delete"
     queue = management("GET", f"/api/queues/{vhost}/fictional")
     # Redeclared exactly as setup declares it (the default queue type), dead-lettering included.
-    assert queue["arguments"] == queue_arguments("fictional", "quorum")
-    assert queue["arguments"]["x-dead-letter-exchange"] == "books.dlx"
+    assert queue["arguments"] == queue_arguments(FICTIONAL, "quorum")
+    assert queue["arguments"]["x-dead-letter-exchange"] == DLX
     [error] = logs.where(level="ERROR")
     assert error["message"] == "RabbitMQ consumers lost; reconnecting to re-register them"
 

@@ -13,7 +13,15 @@ from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, TopologyError
 from agents.testing import LogCapture
-from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX, EXCHANGE, QUEUES
+from agents.vocab import (
+    ANOMALY_QUEUE,
+    DEAD_LETTER_QUEUE,
+    DLX,
+    EXCHANGE,
+    FICTIONAL,
+    NON_FICTIONAL,
+    QUEUES,
+)
 from tests.support.rabbit import management
 
 pytestmark = pytest.mark.rabbitmq
@@ -76,13 +84,13 @@ def test_setup_twice_changes_nothing_and_keeps_messages(
     setup_topology(settings, attempts=1, logger=_logger(logs))
     before_bindings = management("GET", f"/api/bindings/{vhost}")
     with RabbitBroker(settings, _logger(logs)) as broker:
-        broker.publish("fictional", b'{"title": "kept"}', message_id="kept-1")
+        broker.publish(FICTIONAL, b'{"title": "kept"}', message_id="kept-1")
 
     again = setup_topology(settings, attempts=1, logger=_logger(logs))
 
     assert again["queues"] == {
-        "fictional": 1,
-        "non-fictional": 0,
+        FICTIONAL: 1,
+        NON_FICTIONAL: 0,
         DEAD_LETTER_QUEUE: 0,
         ANOMALY_QUEUE: 0,
     }
@@ -102,7 +110,7 @@ def test_a_conflicting_queue_is_a_clear_error_without_retries(
     # redeclaring cannot fix it.
     connection = pika.BlockingConnection(connection_parameters(settings))
     wrong = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else None
-    connection.channel().queue_declare("fictional", durable=True, arguments=wrong)
+    connection.channel().queue_declare(FICTIONAL, durable=True, arguments=wrong)
     connection.close()
     logs = LogCapture()
     clock = FakeClock()
@@ -112,6 +120,6 @@ def test_a_conflicting_queue_is_a_clear_error_without_retries(
 
     assert isinstance(caught.value, BrokerError)
     assert "PRECONDITION_FAILED" in str(caught.value)
-    assert "fictional" in str(caught.value)
+    assert FICTIONAL in str(caught.value)
     assert clock.monotonic() == 1_000.0  # no backoff: it failed at once
     assert not logs.where(level="ERROR")
