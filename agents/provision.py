@@ -31,16 +31,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Logger, Redactor
-from agents.core.management import (
-    ApiError,
-    Http,
-    ManagementClient,
-    Response,
-    Unreachable,
-    UrllibHttp,
-    error_text,
-    quote,
-)
+from agents.core.management import ApiError, ManagementClient, error_text, quote
+from agents.core.management import Http as Http
+from agents.core.management import Response as Response
+from agents.core.management import Unreachable as Unreachable
+from agents.core.management import UrllibHttp as UrllibHttp
 from agents.core.settings import SettingsError
 from agents.ports import Clock
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pika
 
 from agents.messages import GENRES, Catalogue
-from agents.vocab import QUEUES
+from agents.vocab import QUEUES as QUEUES  # run.py takes it from here
 from benchmarks import rabbit
 
 

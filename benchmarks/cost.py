@@ -132,7 +132,7 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
                     broker.deliver(item.body, queue=item.routing_key, message_id=item.message_id)
                 routed[p_index] = len(sent)
                 for queue in QUEUES:  # handed over above: nothing stays queued behind
-                    publisher.broker.drain(queue)
+                    p_broker.drain(queue)
             for consumer, _broker in consumers:
                 consumer.step()
             monitor.step()
