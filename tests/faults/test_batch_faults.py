@@ -37,7 +37,7 @@ import pytest
 from agents.core.broker import declare_topology
 from agents.testing import parse_lines
 from agents.testing.claude import FakeMessagesAPI
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .toolkit.ledger import CONSUMED, MAIN_QUEUES, Ledger
 from .toolkit.procs import AgentProcess, Fleet, agent_env, consumer_env, fleet

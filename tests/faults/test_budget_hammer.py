@@ -30,7 +30,7 @@ import pytest
 from agents.core.ai.guard import GuardLimits
 from agents.core.ai.ledger import RedisLedger, SqliteLedger, max_window_sum
 from agents.ports import Entry, Ledger
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .toolkit.ledger_worker import main as worker_main
 from .toolkit.report import FaultReport

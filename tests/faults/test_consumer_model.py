@@ -54,8 +54,8 @@ from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue, Genre
 from agents.testing import LogCapture
+from agents.testing.waiting import wait_until
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
-from tests.support.waiting import wait_until
 
 from .toolkit.ledger import MAIN_QUEUES
 from .toolkit.rabbit import QueueInspector, management
@@ -375,7 +375,7 @@ class ConsumerModel(RuleBasedStateMachine):
                     live.broker.close()
             self.inspector.close()
             self._patch.__exit__(None, None, None)
-            with contextlib.suppress(urllib.error.URLError):
+            with contextlib.suppress(OSError):
                 management("DELETE", f"/api/vhosts/{self.vhost}")
 
     def _final_accounting(self) -> None:

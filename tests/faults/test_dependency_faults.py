@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from agents.testing.claude import BEHAVIOURS, INJECTION_MARKER, FakeMessagesAPI
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .toolkit.fake_influx import FakeInflux
 from .toolkit.ledger import parse_ts

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from agents.testing.claude import FakeMessagesAPI
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .toolkit.procs import AgentProcess, Fleet, agent_env, consumer_env, fleet, publisher_env
 from .toolkit.report import FaultReport

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agents.testing.claude import FakeMessagesAPI
+from agents.testing.waiting import wait_until
 from tests.support.fleet import fleet_process
-from tests.support.waiting import wait_until
 
 from .toolkit.procs import Fleet
 from .toolkit.rabbit import QueueInspector, agent_connections, close_connections

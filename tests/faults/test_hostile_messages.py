@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.testing.claude import FakeMessagesAPI
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .toolkit.ledger import DEAD_LETTER_QUEUE
 from .toolkit.procs import AgentProcess, agent_env, consumer_env, fleet

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .toolkit.ledger import Ledger
 from .toolkit.procs import Fleet, agent_env, consumer_env, fleet, publisher_env

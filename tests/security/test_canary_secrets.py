@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from agents.testing.claude import FakeMessagesAPI
+from agents.testing.waiting import wait_until
 from tests.faults.toolkit.fake_influx import FakeInflux
 from tests.faults.toolkit.procs import agent_env, read_lines
 from tests.faults.toolkit.rabbit import agent_connections, dedicated_user
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.faults]
 

@@ -4,43 +4,32 @@ pika connection that reads queues, so the code under test is never what checks i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
-import urllib.error
-import urllib.request
-import uuid
-from base64 import b64encode
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pika
 import pytest
 
 from agents.core.broker import connection_parameters
+from agents.core.management import ManagementClient
 from agents.core.settings import CommonSettings
 
 RABBIT_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
 RABBIT_PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
 MGMT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{RABBIT_HOST}:15672")
-MGMT_AUTH = "Basic " + b64encode(b"guest:guest").decode()
 
 _rabbit_ok: bool | None = None
 _management_ok: bool | None = None
 
 
+GUEST = ManagementClient(MGMT_URL, "guest", "guest")
+
+
 def management(method: str, path: str, body: Any = None) -> Any:
-    """Call the RabbitMQ management HTTP API as guest; returns parsed JSON (or None)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        MGMT_URL + path,
-        data=data,
-        method=method,
-        headers={"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-    return json.loads(raw) if raw else None
+    """Call the RabbitMQ management HTTP API as guest; returns parsed JSON (or None). A refused
+    call raises `ApiStatusError`, an unreachable API `Unreachable` (both `ApiError`s)."""
+    return GUEST.call(method, path, body)
 
 
 def rabbit_reachable() -> bool:
@@ -59,11 +48,7 @@ def management_reachable() -> bool:
     """The tests make a vhost per test through the management plugin's HTTP API."""
     global _management_ok
     if _management_ok is None:
-        try:
-            management("GET", "/api/overview")
-            _management_ok = True
-        except (OSError, ValueError):  # URLError, HTTPError and refused connections are OSErrors
-            _management_ok = False
+        _management_ok = GUEST.reachable()
     return _management_ok
 
 
@@ -87,21 +72,9 @@ def require_rabbitmq() -> None:
         )
 
 
-@contextlib.contextmanager
-def fresh_vhost() -> Iterator[str]:
+def fresh_vhost() -> contextlib.AbstractContextManager[str]:
     """A brand-new vhost with guest permissions, deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    management("PUT", f"/api/vhosts/{name}")
-    management(
-        "PUT",
-        f"/api/permissions/{name}/guest",
-        {"configure": ".*", "write": ".*", "read": ".*"},
-    )
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(urllib.error.URLError):
-            management("DELETE", f"/api/vhosts/{name}")
+    return GUEST.temporary_vhost("test")
 
 
 def vhost_env(vhost: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.testing import clean_env
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .rabbit import HOST, PORT
 

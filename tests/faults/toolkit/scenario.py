@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.waiting import wait_until
+from agents.testing.waiting import wait_until
 
 from .ledger import MAIN_QUEUES, Ledger
 from .procs import Fleet, agent_env, consumer_env, fleet, publisher_env
