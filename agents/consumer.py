@@ -25,17 +25,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agents.core.logs import Level
-from agents.core.metrics import ANOMALY, CONSUME, Metrics
+from agents.core.metrics import ANOMALY, CONSUME
 from agents.messages import BookMessage, InvalidMessage, parse_book
 from agents.ports import BrokerError
-from agents.runtime import SHUTDOWN_BUDGET_SECONDS, Interrupted, StopFlag, Wiring, run_agent
-from agents.vocab import ANOMALY_QUEUE
+from agents.runtime import (
+    POLL_SECONDS,
+    SHUTDOWN_BUDGET_SECONDS,
+    Agent,
+    Interrupted,
+    StopFlag,
+    Wiring,
+    run_agent,
+    serve,
+)
+from agents.vocab import ANOMALY_QUEUE, ORIGINAL_QUEUE_HEADER, Event
 
 if TYPE_CHECKING:
-    from agents.core.ai import DecisionEngine
-    from agents.core.logs import JsonLogger
     from agents.core.settings import ConsumerSettings
-    from agents.ports import Broker, Clock, Delivery
+    from agents.ports import Delivery
 
 DEPTH_MAX_AGE_SECONDS = 5.0
 RECENT_IDS = 20_000
@@ -117,23 +124,17 @@ class ConsumerStats:
     by_action: dict[str, int] = field(default_factory=dict)
 
 
-class Consumer:
+# Shown in the start-up line.
+STARTUP_SETTINGS = ("queues", "ai_decision_rate", "batch_size", "batch_max_wait_seconds")
+
+
+class Consumer(Agent["ConsumerSettings"]):
     def __init__(
-        self,
-        settings: ConsumerSettings,
-        broker: Broker,
-        engine: DecisionEngine,
-        metrics: Metrics,
-        logger: JsonLogger,
-        clock: Clock,
-        rng: random.Random | None = None,
+        self, wiring: Wiring[ConsumerSettings], *, rng: random.Random | None = None
     ) -> None:
-        self.settings = settings
-        self.broker = broker
-        self.engine = engine
-        self.metrics = metrics
-        self.logger = logger
-        self.clock = clock
+        """`rng` decides which messages are sampled for the AI (seeded by AI_SAMPLING_SEED)."""
+        super().__init__(wiring)
+        settings = self.settings
         self.rng = rng if rng is not None else random.Random(settings.ai_sampling_seed)
         self.queues: Sequence[str] = settings.queues
         self.batch: list[Held] = []
@@ -143,7 +144,7 @@ class Consumer:
         # Group commit: lines of handled messages not yet written, their ids, and per channel
         # the tags to ack once the lines are written.
         self._lines: list[str] = []
-        self._log_consumed = logger.enabled(Level.INFO)
+        self._log_consumed = self.logger.enabled(Level.INFO)
         self._uncommitted = 0
         self._uncommitted_since = 0.0
         self._pending_ids: dict[str, None] = {}
@@ -245,15 +246,18 @@ class Consumer:
             return
         if delivery.ack():
             self._settled_alone(delivery)
-            self.stats.duplicates += 1
-            self.logger.info(
-                "Duplicate delivery acknowledged",
-                message_id=message_id,
-                queue=delivery.queue,
-                redelivered=delivery.redelivered,
-            )
+            self._acked_duplicate(delivery, message_id)
         else:
             self._settle_lost(delivery, "ack", message_id)
+
+    def _acked_duplicate(self, delivery: Delivery, message_id: str) -> None:
+        self.stats.duplicates += 1
+        self.logger.info(
+            Event.DUPLICATE_ACKED,
+            message_id=message_id,
+            queue=delivery.queue,
+            redelivered=delivery.redelivered,
+        )
 
     def _done(
         self,
@@ -279,7 +283,7 @@ class Consumer:
             self._lines.append(
                 self.logger.render(
                     Level.INFO,
-                    "Message consumed",
+                    Event.MESSAGE_CONSUMED,
                     {
                         "message_id": message_id,
                         "queue": queue,
@@ -376,18 +380,12 @@ class Consumer:
                     lost += 1
         for delivery, message_id in self._deferred_duplicates:
             if delivery.settled:
-                self.stats.duplicates += 1
-                self.logger.info(
-                    "Duplicate delivery acknowledged",
-                    message_id=message_id,
-                    queue=delivery.queue,
-                    redelivered=delivery.redelivered,
-                )
+                self._acked_duplicate(delivery, message_id)
         self._deferred_duplicates.clear()
         if lost:
             self.stats.settle_failed += lost
             self.logger.warning(
-                "Acks not delivered: channel closed, the broker redelivers the messages",
+                Event.ACKS_NOT_DELIVERED,
                 count=lost,
             )
 
@@ -395,7 +393,7 @@ class Consumer:
         """A settle that did not reach the broker: say so (never that it happened)."""
         self.stats.settle_failed += 1
         self.logger.warning(
-            "Settle not delivered: channel closed, the broker redelivers the message",
+            Event.SETTLE_NOT_DELIVERED,
             outcome=outcome,
             message_id=(message_id or "")[:64],
             queue=delivery.queue,
@@ -409,7 +407,7 @@ class Consumer:
         self._settled_alone(delivery)
         self.stats.rejected += 1
         self.logger.error(
-            "Invalid message dead-lettered",
+            Event.DEAD_LETTERED,
             reason=reason,
             queue=delivery.queue,
             message_id=(delivery.message_id or "")[:64],
@@ -435,7 +433,7 @@ class Consumer:
         headers: dict[str, object] = {
             "x-flagged-by": self.settings.agent_id,
             "x-flag-reason": reasoning[:200],
-            "x-original-queue": delivery.queue,
+            ORIGINAL_QUEUE_HEADER: delivery.queue,
         }
         try:
             self.broker.publish(
@@ -452,7 +450,7 @@ class Consumer:
                 self.stats.settle_failed += 1
                 what = "left to the broker (channel closed), redelivered"
             self.logger.exception(
-                f"Could not copy flagged message to books.anomalies; {what}",
+                f"Could not copy flagged message to {ANOMALY_QUEUE}; {what}",
                 exc,
                 message_id=message_id,
                 queue=delivery.queue,
@@ -461,7 +459,7 @@ class Consumer:
         # The copy is confirmed: the message is flagged, whatever happens to the ack below.
         self.stats.flagged += 1
         self.logger.warning(
-            "Anomaly flagged",
+            Event.ANOMALY_FLAGGED,
             message_id=message_id,
             queue=delivery.queue,
             genre=book.genre,
@@ -505,7 +503,7 @@ class Consumer:
             self.batch_started = None
         self.stats.dropped_held += dropped
         self.logger.warning(
-            "Held messages returned to the broker: their channel closed",
+            Event.HELD_RETURNED,
             dropped=dropped,
             still_held=len(alive),
         )
@@ -523,7 +521,7 @@ class Consumer:
         self._held_ids.clear()
         if not batch:
             return
-        self.logger.info("Flushing batch", size=len(batch), trigger=why)
+        self.logger.info(Event.BATCH_FLUSHING, size=len(batch), trigger=why)
         for held in batch:
             if not held.delivery.live:
                 # Its channel died during this flush: the broker redelivers it.
@@ -558,7 +556,7 @@ class Consumer:
                 self._settle_lost(held.delivery, "requeue", held.message_id)
         self.stats.requeued += requeued
         if batch:
-            self.logger.warning("Held batch requeued", size=requeued, held=len(batch))
+            self.logger.warning(Event.BATCH_REQUEUED, size=requeued, held=len(batch))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -599,7 +597,7 @@ class Consumer:
         try:
             self._depths = self.broker.queue_depths(self.queues)
         except BrokerError as exc:
-            self.logger.warning("Queue depth unavailable", error=str(exc)[:200])
+            self.logger.warning(Event.QUEUE_DEPTH_UNAVAILABLE, error=str(exc)[:200])
 
     def start(self) -> None:
         self.broker.consume(self.queues, self.handle, self.settings.prefetch_count)
@@ -608,12 +606,15 @@ class Consumer:
         self._stop = stop
         self.start()
         try:
-            while not stop.is_set():
-                self.pump(0.25)
-        except Interrupted:
-            pass
+            serve(self._turn, self.broker, self.clock, stop)
         finally:
             self.shutdown()
+
+    def _turn(self) -> float:
+        # Deliveries, not timers, end a consumer's waits: `pump` waits inside the broker itself
+        # and leaves serve() nothing further to wait for.
+        self.pump(POLL_SECONDS)
+        return 0.0
 
     def shutdown(self) -> None:
         """Commit what is handled, then finish what is held: process the batch if there is
@@ -627,7 +628,7 @@ class Consumer:
                 self.requeue_batch()
         self.commit()
         self.logger.info(
-            "Consumer stopping",
+            Event.CONSUMER_STOPPING,
             consumed=self.stats.consumed,
             batched=self.stats.batched,
             flagged=self.stats.flagged,
@@ -641,21 +642,4 @@ class Consumer:
 
 
 def main(settings: ConsumerSettings) -> int:
-    def body(wiring: Wiring, stop: StopFlag) -> None:
-        Consumer(
-            settings,
-            wiring.broker,
-            wiring.engine,
-            wiring.metrics,
-            wiring.logger,
-            wiring.clock,
-        ).run(stop)
-
-    return run_agent(
-        settings,
-        body,
-        queues=list(settings.queues),
-        ai_decision_rate=settings.ai_decision_rate,
-        batch_size=settings.batch_size,
-        batch_max_wait_seconds=settings.batch_max_wait_seconds,
-    )
+    return run_agent(settings, Consumer, STARTUP_SETTINGS)

@@ -11,48 +11,37 @@ banner to the console besides the ERROR log line.
 from __future__ import annotations
 
 import sys
-import time
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
-from agents.core.metrics import HEALTH, QUEUE_DEPTH, Metrics
+from agents.core.metrics import HEALTH, QUEUE_DEPTH
 from agents.core.metrics_read import reader_from_settings
 from agents.messages import GENRES
 from agents.ports import BrokerError, MetricsReader, MetricsReadError
-from agents.runtime import Interrupted, StopFlag, Wiring, run_agent
+from agents.runtime import Agent, StopFlag, Wiring, run_agent, serve
+from agents.vocab import Event
 
 if TYPE_CHECKING:
-    from agents.core.ai import DecisionEngine, MonitorAnalysis
-    from agents.core.logs import JsonLogger
+    from agents.core.ai import MonitorAnalysis
     from agents.core.settings import MonitorSettings
-    from agents.ports import Broker, Clock
 
 STATUS_CODES = {"healthy": 0, "warning": 1, "critical": 2}
+# Shown in the start-up line.
+STARTUP_SETTINGS = ("check_interval_seconds", "queue_sample_interval_seconds")
 
 
-class Monitor:
+class Monitor(Agent["MonitorSettings"]):
     def __init__(
-        self,
-        settings: MonitorSettings,
-        broker: Broker,
-        engine: DecisionEngine,
-        metrics: Metrics,
-        logger: JsonLogger,
-        clock: Clock,
-        reader: MetricsReader,
-        console: IO[str] | None = None,
+        self, wiring: Wiring[MonitorSettings], reader: MetricsReader, console: IO[str] | None = None
     ) -> None:
-        self.settings = settings
-        self.broker = broker
-        self.engine = engine
-        self.metrics = metrics
-        self.logger = logger
-        self.clock = clock
+        """`reader` is where the summaries are read; `console` takes the alert banner
+        (stderr by default)."""
+        super().__init__(wiring)
         self.reader = reader
         self.console = console
-        now = clock.monotonic()
+        now = self.clock.monotonic()
         self.next_sample = now
-        self.next_check = now + settings.check_interval_seconds
+        self.next_check = now + self.settings.check_interval_seconds
         self.depths: dict[str, int] = {}
         self.checks = 0
         self.last_analysis: MonitorAnalysis | None = None
@@ -63,13 +52,13 @@ class Monitor:
         try:
             depths = self.broker.queue_depths(GENRES)
         except BrokerError as exc:
-            self.logger.warning("Queue depth sample failed", error=str(exc)[:200])
+            self.logger.warning(Event.DEPTH_SAMPLE_FAILED, error=str(exc)[:200])
             self.metrics.error("queue_sample_failed")
             return None
         self.depths = dict(depths)
         for queue, depth in depths.items():
             self.metrics.write(QUEUE_DEPTH, {"queue_depth": int(depth)}, queue=queue)
-        self.logger.debug("Queue depths sampled", queue_depths=self.depths)
+        self.logger.debug(Event.DEPTHS_SAMPLED, queue_depths=self.depths)
         return self.depths
 
     # --- health check ----------------------------------------------------------------------------
@@ -97,7 +86,7 @@ class Monitor:
 
     def check(self) -> MonitorAnalysis:
         summary = self.summarise()
-        self.logger.info("Metrics summary", **summary)
+        self.logger.info(Event.METRICS_SUMMARY, **summary)
         analysis = self.engine.analyse(
             int(summary["messages_published"] or 0),
             dict(self.depths),
@@ -118,12 +107,12 @@ class Monitor:
         if analysis.status == "critical":
             self._alert(analysis)
         elif analysis.status == "warning":
-            self.logger.warning("System health warning", issues=analysis.issues)
+            self.logger.warning(Event.HEALTH_WARNING, issues=analysis.issues)
         return analysis
 
     def _alert(self, analysis: MonitorAnalysis) -> None:
         self.logger.error(
-            "CRITICAL system health",
+            Event.HEALTH_CRITICAL,
             status=analysis.status,
             issues=analysis.issues,
             suggestions=analysis.suggestions,
@@ -155,34 +144,12 @@ class Monitor:
         return max(0.0, min(self.next_sample, self.next_check) - self.clock.monotonic())
 
     def run(self, stop: StopFlag) -> None:
-        try:
-            while not stop.is_set():
-                deadline = time.monotonic() + self.step()
-                while not stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.broker.process_events(min(left, 0.25))
-        except Interrupted:
-            pass
-        self.logger.info("Monitor stopping", checks=self.checks)
+        serve(self.step, self.broker, self.clock, stop)
+        self.logger.info(Event.MONITOR_STOPPING, checks=self.checks)
 
 
 def main(settings: MonitorSettings) -> int:
-    def body(wiring: Wiring, stop: StopFlag) -> None:
-        Monitor(
-            settings,
-            wiring.broker,
-            wiring.engine,
-            wiring.metrics,
-            wiring.logger,
-            wiring.clock,
-            reader_from_settings(settings),
-        ).run(stop)
+    def build(wiring: Wiring[MonitorSettings]) -> Monitor:
+        return Monitor(wiring, reader_from_settings(settings))
 
-    return run_agent(
-        settings,
-        body,
-        check_interval_seconds=settings.check_interval_seconds,
-        queue_sample_interval_seconds=settings.queue_sample_interval_seconds,
-    )
+    return run_agent(settings, build, STARTUP_SETTINGS)

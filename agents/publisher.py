@@ -11,54 +11,52 @@ A message counts as published only once the broker has confirmed it.
 from __future__ import annotations
 
 import random
-import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from agents.core.metrics import PUBLISH, QUEUE_DEPTH, Metrics
+from agents.core.metrics import PUBLISH, QUEUE_DEPTH
 from agents.core.metrics_read import reader_from_settings
 from agents.messages import GENRES, Catalogue, Genre
 from agents.ports import BrokerError, MetricsReader, MetricsReadError
-from agents.runtime import Interrupted, StopFlag, Wiring, run_agent
+from agents.runtime import Agent, StopFlag, Wiring, run_agent, serve
+from agents.vocab import FICTIONAL, NON_FICTIONAL, Event
 
 if TYPE_CHECKING:
-    from agents.core.ai import DecisionEngine
-    from agents.core.logs import JsonLogger
     from agents.core.settings import PublisherSettings
-    from agents.ports import Broker, Clock
 
 # The monitor samples every 10 s by default; older than this and the broker is asked instead.
 DEPTH_MAX_AGE_SECONDS = 60.0
 
 
-class Publisher:
+# Shown in the start-up line.
+STARTUP_SETTINGS = (
+    "fictional_interval_seconds",
+    "nonfictional_interval_seconds",
+    "decision_interval_seconds",
+)
+
+
+class Publisher(Agent["PublisherSettings"]):
     def __init__(
         self,
-        settings: PublisherSettings,
-        broker: Broker,
-        engine: DecisionEngine,
-        metrics: Metrics,
-        logger: JsonLogger,
-        clock: Clock,
+        wiring: Wiring[PublisherSettings],
+        *,
         reader: MetricsReader | None = None,
         catalogue: Catalogue | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
-        self.broker = broker
-        self.engine = engine
-        self.metrics = metrics
-        self.logger = logger
-        self.clock = clock
+        """`reader` is where sampled queue depths are read (None: always ask the broker)."""
+        super().__init__(wiring)
+        settings = self.settings
         self.reader = reader
         self.catalogue = catalogue or Catalogue.load()
         self.rng = rng or random.Random()
         self._agent_id = settings.agent_id
         self.intervals: dict[Genre, float] = {
-            "fictional": self._clamp(settings.fictional_interval_seconds),
-            "non-fictional": self._clamp(settings.nonfictional_interval_seconds),
+            FICTIONAL: self._clamp(settings.fictional_interval_seconds),
+            NON_FICTIONAL: self._clamp(settings.nonfictional_interval_seconds),
         }
-        now = clock.monotonic()
+        now = self.clock.monotonic()
         self.next_publish: dict[Genre, float] = {genre: now for genre in GENRES}
         self.next_decision = now + settings.decision_interval_seconds
         self.published = 0
@@ -92,7 +90,7 @@ class Publisher:
         self.published += 1
         confirm_ms = round(confirm_ms, 3)
         self.logger.info(
-            "Message published",
+            Event.MESSAGE_PUBLISHED,
             message_id=out.message_id,
             queue=genre,
             duration_ms=confirm_ms,
@@ -111,7 +109,7 @@ class Publisher:
             try:
                 found = self.reader.last_field("queue_depth", "queue_depth", since, "queue")
             except MetricsReadError as exc:
-                self.logger.warning("Metrics store unavailable for queue depths", error=str(exc))
+                self.logger.warning(Event.METRICS_STORE_UNAVAILABLE, error=str(exc))
                 found = {}
             if all(genre in found for genre in GENRES):
                 return {genre: int(found[genre]) for genre in GENRES}, "metrics"
@@ -121,15 +119,15 @@ class Publisher:
         try:
             depths, source = self.queue_depths()
         except BrokerError as exc:
-            self.logger.warning("Queue depths unavailable; decision skipped", error=str(exc))
+            self.logger.warning(Event.DEPTHS_UNAVAILABLE, error=str(exc))
             return
         for genre in GENRES:
             self.metrics.write(QUEUE_DEPTH, {"queue_depth_at_decision": depths[genre]}, queue=genre)
         decision = self.engine.decide_publisher(
-            depths["fictional"],
-            depths["non-fictional"],
-            self.intervals["fictional"],
-            self.intervals["non-fictional"],
+            depths[FICTIONAL],
+            depths[NON_FICTIONAL],
+            self.intervals[FICTIONAL],
+            self.intervals[NON_FICTIONAL],
         )
         self.decisions += 1
         before = dict(self.intervals)
@@ -137,8 +135,8 @@ class Publisher:
             # "continue" means keep going as we are: intervals that come with it are ignored, so
             # a reply cannot say "no change" and change the rate at the same time.
             self.intervals = {
-                "fictional": self._clamp(decision.fictional_interval),
-                "non-fictional": self._clamp(decision.nonfictional_interval),
+                FICTIONAL: self._clamp(decision.fictional_interval),
+                NON_FICTIONAL: self._clamp(decision.nonfictional_interval),
             }
         if self.intervals != before:
             now = self.clock.monotonic()
@@ -148,10 +146,10 @@ class Publisher:
                     self.next_publish[genre], now + self.intervals[genre]
                 )
             self.logger.info(
-                "Publishing intervals changed",
+                Event.INTERVALS_CHANGED,
                 ai_action=decision.action,
-                fictional_interval=self.intervals["fictional"],
-                nonfictional_interval=self.intervals["non-fictional"],
+                fictional_interval=self.intervals[FICTIONAL],
+                nonfictional_interval=self.intervals[NON_FICTIONAL],
                 previous=before,
                 depths_from=source,
             )
@@ -178,20 +176,9 @@ class Publisher:
         return max(0.0, upcoming - self.clock.monotonic())
 
     def run(self, stop: StopFlag) -> None:
-        try:
-            while not stop.is_set():
-                wait = self.step()
-                # Waiting inside process_events keeps heartbeats and reconnects going.
-                deadline = time.monotonic() + wait
-                while not stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.broker.process_events(min(left, 0.25))
-        except Interrupted:
-            pass
+        serve(self.step, self.broker, self.clock, stop)
         self.logger.info(
-            "Publisher stopping",
+            Event.PUBLISHER_STOPPING,
             published=self.published,
             failed=self.failed,
             decisions=self.decisions,
@@ -199,21 +186,7 @@ class Publisher:
 
 
 def main(settings: PublisherSettings) -> int:
-    def body(wiring: Wiring, stop: StopFlag) -> None:
-        Publisher(
-            settings,
-            wiring.broker,
-            wiring.engine,
-            wiring.metrics,
-            wiring.logger,
-            wiring.clock,
-            reader=reader_from_settings(settings),
-        ).run(stop)
+    def build(wiring: Wiring[PublisherSettings]) -> Publisher:
+        return Publisher(wiring, reader=reader_from_settings(settings))
 
-    return run_agent(
-        settings,
-        body,
-        fictional_interval_seconds=settings.fictional_interval_seconds,
-        nonfictional_interval_seconds=settings.nonfictional_interval_seconds,
-        decision_interval_seconds=settings.decision_interval_seconds,
-    )
+    return run_agent(settings, build, STARTUP_SETTINGS)

@@ -1,8 +1,10 @@
 """What every agent process shares: the stop flag its signal handlers set, the start-up log line,
-and the wiring of logger, metrics, broker and AI engine from settings.
+the wiring of logger, metrics, broker and AI engine from settings, and the serve loop.
 
-Agents themselves are plain classes driven by `step()` / `run(stop)`; nothing here is global, so
-tests build an agent from fakes and a FakeClock and never touch signals.
+Agents themselves are plain classes built from one `Wiring` and driven by `step()` / `run(stop)`;
+nothing here is global. `wire(settings, **overrides)` is the one place dependencies are built:
+`main` takes it as it is, tests, benchmarks and tools replace what they must (a FakeClock, an
+in-memory broker, a scripted model, a captured log stream) and keep the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from agents import early_signals
 from agents.core.clock import SystemClock
@@ -23,14 +25,19 @@ from agents.core.logs import JsonLogger, Level, Redactor, describe_error
 from agents.core.metrics import Metrics, sink_from_settings
 from agents.core.settings import SettingsError
 from agents.ports import Clock, MetricsSink
+from agents.vocab import Event
 
 if TYPE_CHECKING:
     from agents.core.ai import DecisionEngine
     from agents.core.settings import CommonSettings
-    from agents.ports import Broker
+    from agents.ports import Broker, DecisionClient
 
 # SIGTERM to exit must fit inside the 10 s that `docker stop` and the fleet allow.
 SHUTDOWN_BUDGET_SECONDS = 8.0
+# The longest an agent waits inside the broker's event loop before it looks at the stop flag.
+POLL_SECONDS = 0.25
+
+S = TypeVar("S", bound="CommonSettings")
 
 
 class Interrupted(BaseException):
@@ -85,10 +92,13 @@ def install_signal_handlers(stop: StopFlag) -> Callable[[], None]:
     return restore
 
 
-def make_logger(settings: CommonSettings, clock: Clock | None = None) -> JsonLogger:
+def make_logger(
+    settings: CommonSettings, clock: Clock | None = None, stream: IO[str] | None = None
+) -> JsonLogger:
     return JsonLogger(
         settings.agent_id,
         settings.agent_type,
+        stream=stream,
         clock=clock,
         redactor=Redactor(settings.secrets()),
         min_level=Level(settings.log_level),
@@ -106,7 +116,7 @@ def log_startup(
 ) -> None:
     """The one line an operator reads first: who this is, AI mode, spend limits, metrics target."""
     logger.info(
-        f"Agent starting: {settings.agent_id} ({settings.agent_type}), AI mode {mode}",
+        f"{Event.AGENT_STARTING}: {settings.agent_id} ({settings.agent_type}), AI mode {mode}",
         agent=settings.agent_id,
         mode=mode,
         cost_limits=cost_limits,
@@ -117,10 +127,10 @@ def log_startup(
 
 
 @dataclass
-class Wiring:
-    """The real dependencies of one agent process, built from settings in `main`."""
+class Wiring(Generic[S]):
+    """The dependencies of one agent, built by `wire` (the real ones in `main`)."""
 
-    settings: CommonSettings
+    settings: S
     logger: JsonLogger
     clock: Clock
     sink: MetricsSink
@@ -188,13 +198,32 @@ def _shorten(text: str, width: int) -> str:
     return textwrap.shorten(text, width, placeholder=" ...")
 
 
-def wire(settings: CommonSettings, stop: StopFlag) -> Wiring:
-    from agents.core.ai import build_engine
-    from agents.core.broker import RabbitBroker
+def wire(
+    settings: S,
+    stop: StopFlag | None = None,
+    *,
+    clock: Clock | None = None,
+    stream: IO[str] | None = None,
+    sink: MetricsSink | None = None,
+    broker: Broker | Callable[[JsonLogger], Broker] | None = None,
+    client: DecisionClient | None = None,
+    cwd: Path | None = None,
+) -> Wiring[S]:
+    """Build an agent's dependencies from its settings; each keyword replaces one of them.
 
-    clock = SystemClock()
-    logger = make_logger(settings, clock)
-    sink = sink_from_settings(settings, logger)
+    `clock` is the agent's (its timers, log and metric timestamps, the cost guard); the broker
+    always runs on real time, since pika's heartbeats and reconnects do, and with `stop` its
+    reconnect backoff ends as soon as a stop is requested. `stream` is where the JSON lines go
+    (stdout by default), `sink` where the metric points go (from the settings by default),
+    `broker` an instance or a factory given the logger (RabbitBroker by default), `client` the
+    model behind the real engine (resolved from the settings by default), `cwd` where relative
+    cassette paths start. Nothing is started: no thread, no connection.
+    """
+    from agents.core.ai import build_engine
+
+    clock = clock or SystemClock()
+    logger = make_logger(settings, clock, stream)
+    sink = sink if sink is not None else sink_from_settings(settings, logger)
     metrics = Metrics(
         sink,
         settings.agent_id,
@@ -202,20 +231,60 @@ def wire(settings: CommonSettings, stop: StopFlag) -> Wiring:
         clock=clock,
         flush_interval_seconds=settings.metrics_flush_interval_seconds,
     )
-    metrics.aggregator.start_flusher()
-    broker = RabbitBroker(settings, logger, clock=StoppableClock(stop))
-    engine = build_engine(settings, logger, metrics, clock)
+    if broker is None:
+        from agents.core.broker import RabbitBroker
+
+        broker = RabbitBroker(
+            settings, logger, clock=StoppableClock(stop) if stop is not None else None
+        )
+    elif callable(broker):
+        broker = broker(logger)
+    engine = build_engine(settings, logger, metrics, clock, client=client, cwd=cwd)
     return Wiring(settings, logger, clock, sink, metrics, broker, engine)
 
 
+class Agent(Generic[S]):
+    """The wired dependencies every agent uses, unpacked once from its `Wiring`."""
+
+    def __init__(self, wiring: Wiring[S]) -> None:
+        self.settings: S = wiring.settings
+        self.broker = wiring.broker
+        self.engine = wiring.engine
+        self.metrics = wiring.metrics
+        self.logger = wiring.logger
+        self.clock = wiring.clock
+
+
+class Runnable(Protocol):
+    def run(self, stop: StopFlag) -> None: ...
+
+
+def serve(step: Callable[[], float], broker: Broker, clock: Clock, stop: StopFlag) -> None:
+    """The agents' loop, on the agent's clock: do what is due (`step` returns the seconds until
+    something is next due), then wait that long inside the broker's event loop, which keeps
+    heartbeats, reconnects and deliveries going, looking at `stop` at least every POLL_SECONDS.
+    Returns once `stop` is set, or a stop interrupted a reconnect backoff."""
+    try:
+        while not stop.is_set():
+            deadline = clock.monotonic() + step()
+            while not stop.is_set():
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    break
+                broker.process_events(min(left, POLL_SECONDS))
+    except Interrupted:
+        pass
+
+
 def run_agent(
-    settings: CommonSettings,
-    body: Callable[[Wiring, StopFlag], None],
-    **startup_details: Any,
+    settings: S,
+    build: Callable[[Wiring[S]], Runnable],
+    shown: tuple[str, ...] = (),
 ) -> int:
-    """The common `main`: check, wire, log start-up, connect (interruptibly), run, close. Exit 0
-    on a requested stop; 1 if the agent crashed, after logging why; a start-up failure is one
-    line on stderr, never a traceback."""
+    """The common `main`: check, wire, log start-up (with the settings named in `shown`),
+    connect (interruptibly), build the agent and run it, close. Exit 0 on a requested stop; 1 if
+    the agent crashed, after logging why; a start-up failure is one line on stderr, never a
+    traceback."""
     preflight(settings)
     stop = StopFlag()
     # Not restored: the process ends with the agent (see ignore_further_stop_signals).
@@ -223,11 +292,12 @@ def run_agent(
     early = early_signals.received()
     if early is not None:  # stopped while still importing: nothing started, nothing to undo
         stop.set(early)
-        make_logger(settings).info("Agent stopped", reason=early, exit_code=0)
+        make_logger(settings).info(Event.AGENT_STOPPED, reason=early, exit_code=0)
         ignore_further_stop_signals()
         return 0
     try:
         wiring = wire(settings, stop)
+        wiring.metrics.aggregator.start_flusher()
     except Exception as exc:
         detail = describe_error(exc)
         redact = Redactor(settings.secrets())
@@ -246,22 +316,22 @@ def run_agent(
         mode=wiring.engine.mode,
         cost_limits=wiring.engine.limits_summary(),
         metrics=wiring.sink.description,
-        **startup_details,
+        **{name: getattr(settings, name) for name in shown},
     )
     code = 0
     try:
         wiring.broker.connect()
-        body(wiring, stop)
+        build(wiring).run(stop)
     except Interrupted:
         pass
     except Exception as exc:
-        logger.exception("Agent crashed", exc)
+        logger.exception(Event.AGENT_CRASHED, exc)
         code = 1
     finally:
         wiring.close()
     dropped = getattr(wiring.sink, "dropped_points", None)
     extra = {} if dropped is None else {"metrics_points_dropped": dropped}
-    logger.info("Agent stopped", reason=stop.reason or "finished", exit_code=code, **extra)
+    logger.info(Event.AGENT_STOPPED, reason=stop.reason or "finished", exit_code=code, **extra)
     ignore_further_stop_signals()
     return code
 

@@ -53,6 +53,7 @@ from agents.core.clock import FakeClock, SystemClock
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue, Genre
+from agents.runtime import Wiring
 from agents.testing import LogCapture
 from agents.testing.waiting import wait_until
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
@@ -171,8 +172,10 @@ class ConsumerModel(RuleBasedStateMachine):
         broker = RabbitBroker(settings, logger, SystemClock(), max_backoff=0.2)
         broker.connect()
         engine = ForcedEngine()
-        metrics = Metrics(MemorySink(), name, "consumer")
-        consumer = Consumer(settings, broker, engine, metrics, logger, clock)  # type: ignore[arg-type]
+        sink = MemorySink()
+        metrics = Metrics(sink, name, "consumer")
+        wiring = Wiring(settings, logger, clock, sink, metrics, broker, engine)  # type: ignore[arg-type]
+        consumer = Consumer(wiring)
         consumer.start()
         live = Live(name, consumer, broker, engine, clock, out)
         self.live.append(live)

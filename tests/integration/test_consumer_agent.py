@@ -20,13 +20,13 @@ import pika
 import pytest
 
 from agents.consumer import Consumer
-from agents.core.ai import build_engine
-from agents.core.broker import RabbitBroker, connection_parameters
+from agents.core.broker import connection_parameters
 from agents.core.clock import FakeClock
-from agents.core.metrics import MemorySink, Metrics
+from agents.core.metrics import MemorySink
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
-from agents.ports import Delivery
+from agents.ports import Broker, Delivery
+from agents.runtime import wire
 from agents.testing import LogCapture, ScriptedClient, consumer_reply
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from tests.support.rabbit import drain_queue
@@ -40,7 +40,7 @@ CATALOGUE = Catalogue.load()
 class Agent:
     settings: ConsumerSettings
     consumer: Consumer
-    broker: RabbitBroker
+    broker: Broker
     client: ScriptedClient
     clock: FakeClock
     out: LogCapture
@@ -60,22 +60,17 @@ class Agent:
 
 @pytest.fixture
 def make_agent(rabbit_env: dict[str, str]) -> Iterator[Callable[..., Agent]]:
-    brokers: list[RabbitBroker] = []
+    brokers: list[Broker] = []
 
     def make(**overrides: Any) -> Agent:
         options = {"ai_call_interval_seconds": 1, "ai_decision_rate": 1.0, **overrides}
         settings = load_settings(ConsumerSettings, **options)
-        clock = FakeClock()
-        out = LogCapture()
-        logger = out.logger(settings.agent_id, "consumer", clock=clock)
-        sink = MemorySink()
-        metrics = Metrics(sink, settings.agent_id, "consumer")
-        client = ScriptedClient()
-        engine = build_engine(settings, logger, metrics, clock, client=client)
-        broker = RabbitBroker(settings, logger)
+        clock, out, sink, client = FakeClock(), LogCapture(), MemorySink(), ScriptedClient()
+        wiring = wire(settings, clock=clock, stream=out, sink=sink, client=client)
+        broker = wiring.broker
         broker.connect()
         brokers.append(broker)
-        consumer = Consumer(settings, broker, engine, metrics, logger, clock)
+        consumer = Consumer(wiring)
         handled: list[Delivery] = []
 
         def handle(delivery: Delivery) -> None:

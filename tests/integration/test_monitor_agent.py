@@ -9,14 +9,13 @@ from pathlib import Path
 import pika
 import pytest
 
-from agents.core.ai import build_engine
-from agents.core.broker import RabbitBroker, connection_parameters
+from agents.core.broker import connection_parameters
 from agents.core.clock import FakeClock
-from agents.core.logs import JsonLogger
 from agents.core.metrics import PUBLISH, FileSink, Metrics
 from agents.core.metrics_read import FileMetricsReader, iter_file
 from agents.core.settings import MonitorSettings, load_settings
 from agents.monitor import Monitor
+from agents.runtime import wire
 from agents.testing import ScriptedClient, monitor_reply
 
 pytestmark = pytest.mark.rabbitmq
@@ -29,12 +28,10 @@ def test_samples_real_depths_and_analyses_the_shared_metrics_file(
     settings = load_settings(MonitorSettings, metrics_file=path, check_interval_seconds=30)
     clock = FakeClock()
     out, console = io.StringIO(), io.StringIO()
-    logger = JsonLogger("monitor-1", "monitor", stream=out, clock=clock)
-    metrics = Metrics(FileSink(path), "monitor-1", "monitor")
     client = ScriptedClient()
     client.script("monitor", monitor_reply("critical", ["fictional backlog"]))
-    engine = build_engine(settings, logger, metrics, clock, client=client)
-    broker = RabbitBroker(settings, logger)
+    wiring = wire(settings, clock=clock, stream=out, sink=FileSink(path), client=client)
+    broker, metrics = wiring.broker, wiring.metrics
     broker.connect()
     try:
         connection = pika.BlockingConnection(connection_parameters(settings))
@@ -49,16 +46,7 @@ def test_samples_real_depths_and_analyses_the_shared_metrics_file(
             publisher_metrics.observe(PUBLISH, "publish_duration_ms", 2.0, queue="fictional")
         publisher_metrics.close()  # one aggregate point: messages_published=5
 
-        monitor = Monitor(
-            settings,
-            broker,
-            engine,
-            metrics,
-            logger,
-            clock,
-            FileMetricsReader(path),
-            console=console,
-        )
+        monitor = Monitor(wiring, FileMetricsReader(path), console=console)
         monitor.step()
         clock.advance(30)
         monitor.step()

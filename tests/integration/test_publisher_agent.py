@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from agents.core.ai import build_engine
-from agents.core.broker import RabbitBroker
 from agents.core.clock import FakeClock
-from agents.core.metrics import MemorySink, Metrics
+from agents.core.metrics import MemorySink
 from agents.core.settings import PublisherSettings, load_settings
 from agents.messages import parse_book
 from agents.publisher import Publisher
+from agents.runtime import wire
 from agents.testing import LogCapture, ScriptedClient, publisher_reply
 from tests.support.rabbit import drain_queue
 
@@ -29,16 +28,11 @@ def rig(rabbit_env: dict[str, str]) -> Iterator[dict[str, Any]]:
         min_publish_interval_seconds=0.5,
         max_publish_interval_seconds=120,
     )
-    clock = FakeClock()
-    out = LogCapture()
-    logger = out.logger(settings.agent_id, "publisher", clock=clock)
-    sink = MemorySink()
-    metrics = Metrics(sink, settings.agent_id, "publisher")
-    client = ScriptedClient()
-    engine = build_engine(settings, logger, metrics, clock, client=client)
-    broker = RabbitBroker(settings, logger)
+    clock, out, sink, client = FakeClock(), LogCapture(), MemorySink(), ScriptedClient()
+    wiring = wire(settings, clock=clock, stream=out, sink=sink, client=client)
+    broker, metrics = wiring.broker, wiring.metrics
     broker.connect()
-    publisher = Publisher(settings, broker, engine, metrics, logger, clock)
+    publisher = Publisher(wiring)
     yield {
         "settings": settings,
         "clock": clock,

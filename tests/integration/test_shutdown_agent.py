@@ -21,16 +21,16 @@ import pika
 import pytest
 
 from agents.consumer import Consumer
-from agents.core.ai import build_engine
-from agents.core.broker import RabbitBroker, connection_parameters, declare_topology
+from agents.core.broker import connection_parameters, declare_topology
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
-from agents.core.metrics import PUBLISH, InfluxSink, MemorySink, Metrics
+from agents.core.metrics import PUBLISH, InfluxSink, MemorySink
 from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
 from agents.messages import Catalogue, Genre
 from agents.ports import Delivery, MetricPoint
-from agents.runtime import StopFlag, install_signal_handlers
+from agents.runtime import StopFlag, install_signal_handlers, wire
 from agents.testing import LogCapture, ScriptedClient, consumer_reply, parse_line, parse_lines
+from agents.vocab import Event
 from tests.faults.toolkit.fake_influx import FakeInflux
 from tests.support.rabbit import drain_queue
 
@@ -86,13 +86,11 @@ def test_sigterm_mid_batch_processes_the_held_batch_before_exit(
     sent = publish(settings, 10)
     clock = FakeClock()
     out = LogCapture()
-    logger = out.logger("consumer-1", "consumer", clock=clock)
-    metrics = Metrics(MemorySink(), "consumer-1", "consumer")
     client = ScriptedClient({"consumer": [consumer_reply("batch")] * 10})
-    engine = build_engine(settings, logger, metrics, clock, client=client)
-    broker = RabbitBroker(settings, logger)
+    wiring = wire(settings, clock=clock, stream=out, sink=MemorySink(), client=client)
+    broker = wiring.broker
     broker.connect()
-    consumer = Consumer(settings, broker, engine, metrics, logger, clock)
+    consumer = Consumer(wiring)
     inner = consumer.handle
 
     def handle(delivery: Delivery) -> None:
@@ -156,7 +154,7 @@ class Lines:
 
 
 def sigterm_once(
-    kind: str, env: dict[str, str], first_line: str, wait: int
+    kind: str, env: dict[str, str], first_line: str, wait: int, exit_timeout: float = 15
 ) -> tuple[int, float, Lines]:
     """Run `agents <kind>`, SIGTERM it once `first_line` is logged; (exit code, seconds the
     stop took, its log lines). The process never outlives the test."""
@@ -171,7 +169,7 @@ def sigterm_once(
         out.wait_for(first_line, wait, timeout=120)  # start-up is slow on a loaded machine
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=15)
+        code = process.wait(timeout=exit_timeout)
         took = time.monotonic() - started
     finally:
         if process.poll() is None:
@@ -335,34 +333,26 @@ def test_sigterm_exits_within_10_s_when_influxdb_is_unreachable(
     for at most 2 s; what it could not write is dropped and counted in the last line."""
     hole = BlackHole() if influx == "black-hole" else None
     port = hole.port if hole else refused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agents", "publisher"],
-        env={
-            **os.environ,
-            "INFLUXDB_URL": f"http://127.0.0.1:{port}",
-            "INFLUXDB_TOKEN": "secret-influx-token",
-            "FICTIONAL_INTERVAL_SECONDS": "0.05",
-            "NONFICTIONAL_INTERVAL_SECONDS": "0.1",
-            "MIN_PUBLISH_INTERVAL_SECONDS": "0.05",
-            # Publish metrics are aggregated per interval: a short one gives many points to drop.
-            "METRICS_FLUSH_INTERVAL_SECONDS": "0.05",
-        },
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    out = Lines(process.stdout)
     try:
-        out.wait_for("Message published", 30, timeout=120)
-        started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-        took = time.monotonic() - started
+        code, took, out = sigterm_once(
+            "publisher",
+            {
+                "INFLUXDB_URL": f"http://127.0.0.1:{port}",
+                "INFLUXDB_TOKEN": "secret-influx-token",
+                "FICTIONAL_INTERVAL_SECONDS": "0.05",
+                "NONFICTIONAL_INTERVAL_SECONDS": "0.1",
+                "MIN_PUBLISH_INTERVAL_SECONDS": "0.05",
+                # Publish metrics are aggregated per interval: a short one gives many points
+                # to drop.
+                "METRICS_FLUSH_INTERVAL_SECONDS": "0.05",
+            },
+            Event.MESSAGE_PUBLISHED,
+            30,
+            exit_timeout=60,
+        )
     finally:
-        if process.poll() is None:
-            process.kill()
         if hole:
             hole.close()
-    out.join()
     print(f"influx {influx}: SIGTERM to exit {took:.2f} s")
     assert code == 0
     assert took < 10

@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.core.ai import DecisionEngine, build_engine
+from agents.core.ai import DecisionEngine
 from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import CommonSettings, load_settings
+from agents.runtime import Wiring, wire
 from agents.testing import LogCapture, MemoryBroker, ScriptedClient
 
 
@@ -26,6 +27,7 @@ class Rig:
     client: ScriptedClient
     engine: DecisionEngine
     broker: MemoryBroker
+    wiring: Wiring[Any]  # what the agent is built from: Publisher(rig.wiring), ...
 
     def lines(self, message: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
         return self.out.where(message, level)
@@ -33,11 +35,12 @@ class Rig:
 
 def build_rig(settings_cls: type[CommonSettings], **overrides: Any) -> Rig:
     settings = load_settings(settings_cls, **overrides)
-    clock = FakeClock()
-    out = LogCapture()
-    logger = out.logger(settings.agent_id, settings.agent_type, clock=clock)
-    sink = MemorySink()
-    metrics = Metrics(sink, settings.agent_id, settings.agent_type, clock=clock)
-    client = ScriptedClient()
-    engine = build_engine(settings, logger, metrics, clock, client=client)
-    return Rig(settings, clock, out, logger, sink, metrics, client, engine, MemoryBroker())
+    clock, out, sink, client, broker = (
+        FakeClock(),
+        LogCapture(),
+        MemorySink(),
+        ScriptedClient(),
+        MemoryBroker(),
+    )
+    w = wire(settings, clock=clock, stream=out, sink=sink, broker=broker, client=client)
+    return Rig(settings, clock, out, w.logger, sink, w.metrics, client, w.engine, broker, w)

@@ -29,12 +29,10 @@ for kind in sys.argv[1:]:
     # The agent module and class too, as `agents <kind>` imports and builds them.
     if kind == "publisher":
         from agents.publisher import Publisher
-        Publisher(settings, wiring.broker, wiring.engine, wiring.metrics, wiring.logger,
-                  wiring.clock, reader=reader_from_settings(settings))
+        Publisher(wiring, reader=reader_from_settings(settings))
     elif kind == "consumer":
         from agents.consumer import Consumer
-        Consumer(settings, wiring.broker, wiring.engine, wiring.metrics, wiring.logger,
-                 wiring.clock)
+        Consumer(wiring)
     else:
         import agents.monitor  # noqa: F401
     wiring.metrics.close()

@@ -36,7 +36,7 @@ def consumer_for(make_rig: Callable[..., Rig], **overrides: object) -> tuple[Rig
         **overrides,
     }
     rig = make_rig(ConsumerSettings, **settings)
-    consumer = Consumer(rig.settings, rig.broker, rig.engine, rig.metrics, rig.logger, rig.clock)
+    consumer = Consumer(rig.wiring)
     consumer.start()
     return rig, consumer
 

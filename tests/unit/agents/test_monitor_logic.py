@@ -31,16 +31,7 @@ def monitor_for(
         **overrides,
     )
     console = io.StringIO()
-    monitor = Monitor(
-        rig.settings,
-        rig.broker,
-        rig.engine,
-        rig.metrics,
-        rig.logger,
-        rig.clock,
-        FileMetricsReader(path),
-        console=console,
-    )
+    monitor = Monitor(rig.wiring, FileMetricsReader(path), console=console)
     return rig, monitor, console
 
 

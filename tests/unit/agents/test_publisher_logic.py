@@ -43,9 +43,7 @@ def publisher_for(
     make_rig: Callable[..., Rig], reader: StubReader | None = None, **overrides: object
 ) -> tuple[Rig, Publisher]:
     rig = make_rig(PublisherSettings, **overrides)
-    publisher = Publisher(
-        rig.settings, rig.broker, rig.engine, rig.metrics, rig.logger, rig.clock, reader=reader
-    )
+    publisher = Publisher(rig.wiring, reader=reader)
     return rig, publisher
 
 
