@@ -1,6 +1,6 @@
 """The agents' own per-message paths, run in-process against the real RabbitMQ.
 
-The consumer agent is built exactly as `agents consumer` builds it (RabbitBroker, AI engine in
+The consumer agent is built by the same `wire()` as `agents consumer` (RabbitBroker, AI engine in
 dry-run, the JSON logger, the embedded line-protocol FileSink: what `agents run` uses without
 InfluxDB), except that its log lines go to a file instead of stdout. The only addition is a thin
 wrapper around `Consumer.handle` that notes when the N-th message has been handled, so the clock
@@ -13,33 +13,14 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TypeVar
 
-from agents.core.ai import build_engine
-from agents.core.broker import RabbitBroker
-from agents.core.clock import SystemClock
-from agents.core.logs import JsonLogger, Level, Redactor
-from agents.core.metrics import FileSink, MemorySink, Metrics
+from agents.core.metrics import MemorySink
 from agents.core.settings import CommonSettings, ConsumerSettings, PublisherSettings, load_settings
 from agents.ports import MetricsSink
+from agents.runtime import Wiring, wire
 from benchmarks import rabbit
-
-
-@dataclass
-class Built:
-    settings: CommonSettings
-    logger: JsonLogger
-    metrics: Metrics
-    broker: RabbitBroker
-    engine: Any
-    stream: IO[str]
-
-    def close(self) -> None:
-        self.broker.close()
-        self.metrics.close()
-        self.stream.close()
 
 
 def _common(vhost: str, workdir: Path, name: str) -> dict[str, Any]:
@@ -55,31 +36,22 @@ def _common(vhost: str, workdir: Path, name: str) -> dict[str, Any]:
     }
 
 
+S = TypeVar("S", bound=CommonSettings)
+
+
 @contextlib.contextmanager
-def _wired(settings: CommonSettings, workdir: Path, files: bool = True) -> Iterator[Built]:
-    """What `agents.runtime.wire` does, with the log stream pointed at a file. `files=False` is
-    a diagnostic variant: logs to /dev/null and metrics kept in memory, so no disk writes."""
-    clock = SystemClock()
+def _wired(settings: S, workdir: Path, files: bool = True) -> Iterator[Wiring[S]]:
+    """`agents.runtime.wire`, with the log stream pointed at a file. `files=False` is a
+    diagnostic variant: logs to /dev/null and metrics kept in memory, so no disk writes."""
     log_path = workdir / f"{settings.agent_id}.log" if files else Path(os.devnull)
-    stream = log_path.open("a", encoding="utf-8")
-    logger = JsonLogger(
-        settings.agent_id,
-        settings.agent_type,
-        stream=stream,
-        clock=clock,
-        redactor=Redactor(settings.secrets()),
-        min_level=Level(settings.log_level),
-    )
-    sink: MetricsSink = FileSink(settings.metrics_file, logger) if files else MemorySink()
-    metrics = Metrics(sink, settings.agent_id, settings.agent_type)
-    broker = RabbitBroker(settings, logger, clock=clock)
-    engine = build_engine(settings, logger, metrics, clock)
-    built = Built(settings, logger, metrics, broker, engine, stream)
-    try:
-        broker.connect()
-        yield built
-    finally:
-        built.close()
+    with log_path.open("a", encoding="utf-8") as stream:
+        sink: MetricsSink | None = None if files else MemorySink()
+        wiring = wire(settings, stream=stream, sink=sink)
+        try:
+            wiring.broker.connect()
+            yield wiring
+        finally:
+            wiring.close()
 
 
 def consumer_settings(vhost: str, workdir: Path, prefetch: int) -> ConsumerSettings:
@@ -105,9 +77,7 @@ def consumer_agent(
 
     settings = consumer_settings(vhost, workdir, prefetch)
     with _wired(settings, workdir) as built:
-        consumer = Consumer(
-            settings, built.broker, built.engine, built.metrics, built.logger, SystemClock()
-        )
+        consumer = Consumer(built)
         finished: list[float] = []
 
         def handle(delivery: Any) -> None:
@@ -157,9 +127,7 @@ def publisher_agent(
 
     settings = publisher_settings(vhost, workdir)
     with _wired(settings, workdir, files) as built:
-        publisher = Publisher(
-            settings, built.broker, built.engine, built.metrics, built.logger, SystemClock()
-        )
+        publisher = Publisher(built)
         elapsed: list[float] = []
 
         def publish_all() -> None:

@@ -16,13 +16,11 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from agents.core.ai import build_engine
 from agents.core.ai.prices import price_for
 from agents.core.clock import FakeClock
-from agents.core.logs import JsonLogger
-from agents.core.metrics import FileSink, MemorySink, Metrics
+from agents.core.metrics import FileSink, MemorySink
 from agents.core.metrics_read import reader_from_settings
 from agents.core.settings import (
     CommonSettings,
@@ -32,8 +30,12 @@ from agents.core.settings import (
     load_settings,
 )
 from agents.ports import MetricPoint
+from agents.runtime import Agent, Wiring, wire
+from agents.testing import MemoryBroker
+from agents.vocab import QUEUES
 
 REPO = Path(__file__).resolve().parent.parent
+S = TypeVar("S", bound=CommonSettings)
 SPEC_BUDGET_10MIN_USD = 0.10
 
 
@@ -58,8 +60,6 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
     from agents.consumer import Consumer
     from agents.monitor import Monitor
     from agents.publisher import Publisher
-    from agents.testing import MemoryBroker
-    from agents.vocab import QUEUES
 
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         workdir = Path(tmp)
@@ -73,74 +73,68 @@ def simulate(seconds: float = 600.0, tick: float = 0.1, seed: int = 1) -> dict[s
             "metrics_file": workdir / "metrics.lp",
         }
         logs = io.StringIO()
-        built: dict[str, tuple[Any, Any, TeeSink, CommonSettings]] = {}
+        sinks: dict[str, tuple[TeeSink, CommonSettings]] = {}
 
-        def wire(
-            settings: CommonSettings,
-        ) -> tuple[Any, Metrics, TeeSink, JsonLogger, MemoryBroker]:
-            logger = JsonLogger(settings.agent_id, settings.agent_type, stream=logs, clock=clock)
+        def wired(settings: S) -> Wiring[S]:
             sink = TeeSink(shared)
-            metrics = Metrics(sink, settings.agent_id, settings.agent_type)
-            engine = build_engine(settings, logger, metrics, clock, cwd=REPO)
-            if engine.mode != "replay":
+            w = wire(settings, clock=clock, stream=logs, sink=sink, broker=MemoryBroker(), cwd=REPO)
+            if w.engine.mode != "replay":
                 raise RuntimeError(
-                    f"{settings.agent_id}: AI mode {engine.mode}, not replay ({engine.why})"
+                    f"{settings.agent_id}: AI mode {w.engine.mode}, not replay ({w.engine.why})"
                 )
-            engine.price = price_for(settings.claude_model)  # the seam: meter as live
-            return engine, metrics, sink, logger, MemoryBroker()
+            w.engine.price = price_for(settings.claude_model)  # the seam: meter as live
+            sinks[settings.agent_id] = (sink, settings)
+            return w
 
-        # Each agent with the MemoryBroker it was wired to (the agent only knows a Broker).
-        publishers: list[tuple[Publisher, MemoryBroker]] = []
+        publishers: list[Publisher] = []
         for i in (1, 2):
-            p_settings = load_settings(PublisherSettings, publisher_id=f"publisher-{i}", **common)
-            engine, metrics, sink, logger, broker = wire(p_settings)
-            publisher = Publisher(
-                p_settings, broker, engine, metrics, logger, clock,
-                reader=reader_from_settings(p_settings), rng=random.Random(seed * 10 + i),
-            )  # fmt: skip
-            publishers.append((publisher, broker))
-            built[p_settings.agent_id] = (publisher, broker, sink, p_settings)
-        consumers: list[tuple[Consumer, MemoryBroker]] = []
+            p = load_settings(PublisherSettings, publisher_id=f"publisher-{i}", **common)
+            publishers.append(
+                Publisher(
+                    wired(p), reader=reader_from_settings(p), rng=random.Random(seed * 10 + i)
+                )
+            )
+        consumers: list[Consumer] = []
         for i in (1, 2):
-            c_settings = load_settings(
+            c = load_settings(
                 ConsumerSettings, consumer_id=f"consumer-{i}", ai_sampling_seed=seed * 10 + i,
                 **common,
             )  # fmt: skip
-            engine, metrics, sink, logger, broker = wire(c_settings)
-            consumer = Consumer(c_settings, broker, engine, metrics, logger, clock)
-            consumer.start()
-            consumers.append((consumer, broker))
-            built[c_settings.agent_id] = (consumer, broker, sink, c_settings)
-        m_settings = load_settings(MonitorSettings, **common)
-        engine, metrics, sink, logger, broker = wire(m_settings)
-        monitor = Monitor(
-            m_settings, broker, engine, metrics, logger, clock, reader_from_settings(m_settings),
-            console=io.StringIO(),
-        )  # fmt: skip
-        built[m_settings.agent_id] = (monitor, broker, sink, m_settings)
+            agent = Consumer(wired(c))
+            agent.start()
+            consumers.append(agent)
+        m = load_settings(MonitorSettings, **common)
+        monitor = Monitor(wired(m), reader_from_settings(m), console=io.StringIO())
 
         routed = [0, 0]
         turn = 0
         steps = round(seconds / tick)
         for _ in range(steps):
-            for p_index, (publisher, p_broker) in enumerate(publishers):
+            for p_index, publisher in enumerate(publishers):
                 publisher.step()
-                sent = p_broker.published
+                sent = _memory(publisher).published
                 for item in sent[routed[p_index] :]:
-                    consumer, broker = consumers[turn % len(consumers)]
+                    consumer = consumers[turn % len(consumers)]
                     turn += 1
-                    broker.deliver(item.body, queue=item.routing_key, message_id=item.message_id)
+                    _memory(consumer).deliver(
+                        item.body, queue=item.routing_key, message_id=item.message_id
+                    )
                 routed[p_index] = len(sent)
                 for queue in QUEUES:  # handed over above: nothing stays queued behind
-                    p_broker.drain(queue)
-            for consumer, _broker in consumers:
+                    _memory(publisher).drain(queue)
+            for consumer in consumers:
                 consumer.step()
             monitor.step()
             clock.advance(tick)
-        for consumer, _broker in consumers:
+        for consumer in consumers:
             consumer.flush_batch("end of simulation")
         shared.close()
-        return {name: _agent_usage(sink.memory, s) for name, (_, _, sink, s) in built.items()}
+        return {name: _agent_usage(sink.memory, s) for name, (sink, s) in sinks.items()}
+
+
+def _memory(agent: Agent[Any]) -> MemoryBroker:
+    assert isinstance(agent.broker, MemoryBroker)
+    return agent.broker
 
 
 def _agent_usage(memory: MemorySink, settings: CommonSettings) -> dict[str, Any]:

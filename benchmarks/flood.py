@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import pika
 
 from agents.messages import GENRES, Catalogue
+from agents.vocab import EXCHANGE
 from benchmarks import rabbit
 
 
@@ -59,7 +60,7 @@ def run(vhost: str, rate: float, seconds: float, sent_path: str, seed: int) -> d
             while sent < due:
                 key, message_id, body = bodies[sent]
                 channel.basic_publish(
-                    "books",
+                    EXCHANGE,
                     key,
                     body,
                     pika.BasicProperties(

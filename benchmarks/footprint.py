@@ -11,70 +11,86 @@ API server, so the real SDK is loaded and used, at no cost).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from agents.testing import clean_env
-from benchmarks.load import REPO, agent_env, stop_processes
+from agents.vocab import AGENT_TYPES, Event
+from benchmarks.load import REPO, agent_env, spawn_agent, stop_processes
 
-TYPES = ("publisher", "consumer", "monitor")
+TYPES = AGENT_TYPES
 MODES = ("dry-run", "replay", "live")
-ANSWERS = {
+ANSWERS: dict[str, dict[str, Any]] = {
     "publisher": {"action": "continue", "reasoning": "steady"},
     "consumer": {"action": "process", "reasoning": "normal"},
     "monitor": {"status": "healthy", "issues": [], "suggestions": []},
 }
 
 
-class _FakeClaude(BaseHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
+# (agent type, prompt) -> (the JSON the model answers, the usage it reports)
+Answer = Callable[[str, str], tuple[dict[str, Any], dict[str, int]]]
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-        prompt = json.dumps(body.get("messages", []))
-        kind = (
-            "publisher"
-            if "publisher agent" in prompt
-            else "consumer"
-            if "Message received" in prompt
-            else "monitor"
-        )
-        reply = {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model", "claude-haiku-5-5"),
-            "content": [{"type": "text", "text": json.dumps(ANSWERS[kind])}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 120, "output_tokens": 30},
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+
+def _prompt_kind(prompt: str) -> str:
+    """Which agent type wrote the prompt."""
+    if "publisher agent" in prompt:
+        return "publisher"
+    return "consumer" if "Message received" in prompt else "monitor"
+
+
+def _handler(answer: Answer) -> type[BaseHTTPRequestHandler]:
+    class ScriptedClaude(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+            prompt = json.dumps(body.get("messages", []))
+            content, usage = answer(_prompt_kind(prompt), prompt)
+            reply = {
+                "id": f"msg_{uuid.uuid4().hex[:24]}",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model", "claude-haiku-5-5"),
+                "content": [{"type": "text", "text": json.dumps(content)}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": usage,
+            }
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return ScriptedClaude
 
 
 @contextmanager
-def fake_claude() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeClaude)
+def scripted_claude(answer: Answer) -> Iterator[str]:
+    """A Messages API on 127.0.0.1 answering every prompt with `answer`: the agents run in live
+    mode through the real SDK, guard and parser, with no key and at no cost. Yields its URL
+    (ANTHROPIC_BASE_URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(answer))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
+def fake_claude() -> AbstractContextManager[str]:
+    return scripted_claude(
+        lambda kind, prompt: (ANSWERS[kind], {"input_tokens": 120, "output_tokens": 30})
+    )
 
 
 def mode_env(mode: str, claude_url: str) -> dict[str, str]:
@@ -104,13 +120,7 @@ def measure(
     env.update({"PROCESSING_TIME_MS": "0", "PYTHONDONTWRITEBYTECODE": "1"})
     with log_path.open("wb") as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agents", kind],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = spawn_agent(kind, env, log)
         try:
             ready = None
             deadline = started + 120.0
@@ -131,7 +141,7 @@ def measure(
         (
             json.loads(line)
             for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-            if '"Agent starting' in line
+            if f'"{Event.AGENT_STARTING}' in line
         ),
         {},
     )

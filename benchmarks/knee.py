@@ -21,8 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agents.vocab import QUEUES
 from benchmarks import rabbit, stats
-from benchmarks.load import QUEUES, REPO, DepthSampler, _wait_drained, stop_processes
+from benchmarks.load import CONSUMED_MARK, REPO, DepthSampler, _wait_drained, stop_processes
+
+CONSUMED_MARK_BYTES = CONSUMED_MARK.encode()
 
 
 class LogTail:
@@ -45,7 +48,7 @@ class LogTail:
             cut = data.rfind(b"\n") + 1
             self.offsets[path] += cut
             for raw in data[:cut].splitlines():
-                if b'"Message consumed"' not in raw:
+                if CONSUMED_MARK_BYTES not in raw:
                     continue
                 try:
                     record = json.loads(raw)

@@ -11,17 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from agents.testing import clean_env
+from agents.vocab import QUEUES, Event
 from benchmarks import rabbit, stats
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-QUEUES = ("fictional", "non-fictional")
+# How a consumer agent's "Message consumed" JSON line is told apart without parsing every line.
+CONSUMED_MARK = f'"{Event.MESSAGE_CONSUMED}"'
 
 
 def locust_bin() -> str:
@@ -170,20 +172,25 @@ def consumer_agents(vhost: str, workdir: Path, count: int = 2) -> Iterator[list[
             env = agent_env(vhost, workdir, agent_id)
             env.update({"CONSUMER_ID": agent_id, "PROCESSING_TIME_MS": "0", "DRY_RUN": "true"})
             log = (workdir / f"{agent_id}.log").open("ab")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "agents", "consumer"],
-                    cwd=REPO,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+            procs.append(spawn_agent("consumer", env, log))
         _wait_consuming(vhost, count, timeout=30.0)
         warm_up(vhost, [workdir / f"consumer-{i}.log" for i in range(1, count + 1)])
         yield [psutil.Process(p.pid) for p in procs]
     finally:
         stop_processes(procs)
+
+
+def spawn_agent(
+    kind: str, env: Mapping[str, str], log: IO[bytes], cwd: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """`python -m agents <kind>` with its stdout and stderr going to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agents", kind],
+        cwd=cwd,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout: float = 15.0) -> None:
@@ -203,7 +210,7 @@ def consumed_lines(paths: Sequence[Path]) -> int:
     total = 0
     for path in paths:
         if path.exists():
-            total += path.read_text(encoding="utf-8", errors="replace").count('"Message consumed"')
+            total += path.read_text(encoding="utf-8", errors="replace").count(CONSUMED_MARK)
     return total
 
 
@@ -260,7 +267,7 @@ def e2e_latencies(sent_log: Path, agent_logs: Sequence[Path]) -> list[float]:
         if not path.exists():
             continue
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if '"Message consumed"' not in line:
+            if CONSUMED_MARK not in line:
                 continue
             try:
                 record = json.loads(line)

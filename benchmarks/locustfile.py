@@ -23,6 +23,7 @@ import pika
 from locust import User, constant, constant_throughput, task
 
 from agents.messages import GENRES, Catalogue
+from agents.vocab import EXCHANGE
 
 RATE = float(os.environ.get("BENCH_RATE_PER_USER", "0"))
 PREFETCH = int(os.environ.get("BENCH_PREFETCH", "50"))
@@ -56,7 +57,7 @@ class PublisherUser(User):
         exception: Exception | None = None
         try:
             self.channel.basic_publish(
-                "books",
+                EXCHANGE,
                 genre,
                 body,
                 pika.BasicProperties(

@@ -18,8 +18,6 @@ import json
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -28,20 +26,12 @@ from pathlib import Path
 import pika
 
 from agents.core.broker import declare_topology
+from agents.vocab import QUEUES
 from benchmarks import rabbit
 from benchmarks.baselines import make_bodies
-from benchmarks.load import REPO, agent_env, stop_processes
+from benchmarks.load import REPO, agent_env, consumed_lines, spawn_agent, stop_processes
 
-QUEUES = ("fictional", "non-fictional")
 RESULTS = REPO / "benchmarks" / "results" / "prefetch.json"
-
-
-def _consumed_lines(path: Path) -> int:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return 0
-    return data.count(b'"Message consumed"')
 
 
 def drain_once(vhost: str, workdir: Path, prefetch: int, count: int, timeout: float) -> float:
@@ -65,13 +55,7 @@ def drain_once(vhost: str, workdir: Path, prefetch: int, count: int, timeout: fl
         return sum(int(channel.queue_declare(q, passive=True).method.message_count) for q in QUEUES)
 
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agents", "consumer"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = spawn_agent("consumer", env, out)
     try:
         deadline = time.monotonic() + timeout
         first = None
@@ -82,9 +66,9 @@ def drain_once(vhost: str, workdir: Path, prefetch: int, count: int, timeout: fl
                 raise RuntimeError(f"prefetch {prefetch}: the consumer never started taking")
             else:
                 connection.sleep(0.003)
-        while _consumed_lines(log) < count:
+        while consumed_lines([log]) < count:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"prefetch {prefetch}: {_consumed_lines(log)}/{count} handled")
+                raise RuntimeError(f"prefetch {prefetch}: {consumed_lines([log])}/{count} handled")
             connection.sleep(0.005)
         last = time.perf_counter()
     finally:

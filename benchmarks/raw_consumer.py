@@ -16,9 +16,8 @@ from types import FrameType
 
 import pika
 
+from agents.vocab import QUEUES
 from benchmarks import rabbit
-
-QUEUES = ("fictional", "non-fictional")
 
 
 def main(argv: list[str] | None = None) -> int:

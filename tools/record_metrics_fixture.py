@@ -20,27 +20,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-import uuid
-from base64 import b64encode
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pika
 
-from agents.testing import clean_env
-
 ROOT = Path(__file__).resolve().parent.parent
-MGMT = "http://127.0.0.1:15672"
-AUTH = "Basic " + b64encode(b"guest:guest").decode()
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are importable
+
+from agents.testing import clean_env  # noqa: E402
+from agents.vocab import EXCHANGE, FICTIONAL  # noqa: E402
+from benchmarks import rabbit  # noqa: E402
+from benchmarks.footprint import scripted_claude  # noqa: E402
 
 ANSWERS: dict[str, Iterator[dict[str, Any]]] = {
     "publisher": itertools.cycle(
@@ -91,58 +88,19 @@ ANSWERS: dict[str, Iterator[dict[str, Any]]] = {
 _lock = threading.Lock()
 
 
-class FakeClaude(BaseHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-        prompt = json.dumps(body.get("messages", []))
-        kind = (
-            "publisher"
-            if "publisher agent" in prompt
-            else "consumer"
-            if "Message received" in prompt
-            else "monitor"
-        )
-        with _lock:
-            answer = next(ANSWERS[kind])
-        reply = {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model", "claude-haiku-5-5"),
-            "content": [{"type": "text", "text": json.dumps(answer)}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 90 + len(prompt) // 4, "output_tokens": 38},
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def management(method: str, path: str, body: Any = None) -> None:
-    request = urllib.request.Request(  # noqa: S310  (fixed local URL)
-        MGMT + path,
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": AUTH, "Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (fixed local URL)
+def answer(kind: str, prompt: str) -> tuple[dict[str, Any], dict[str, int]]:
+    with _lock:
+        content = next(ANSWERS[kind])
+    return content, {"input_tokens": 90 + len(prompt) // 4, "output_tokens": 38}
 
 
 def publish_malformed(vhost: str) -> None:
-    params = pika.ConnectionParameters("127.0.0.1", virtual_host=vhost)
-    with pika.BlockingConnection(params) as connection:
+    with pika.BlockingConnection(rabbit.params(vhost)) as connection:
         channel = connection.channel()
         for body in (b"{not json", b'{"genre": "poetry"}', b"\xff\xfe"):
             channel.basic_publish(
-                "books",
-                "fictional",
+                EXCHANGE,
+                FICTIONAL,
                 body,
                 pika.BasicProperties(content_type="application/json", delivery_mode=2),
             )
@@ -154,21 +112,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "fixtures" / "metrics-sample.lp")
     args = parser.parse_args()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeClaude)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    vhost = f"fixture-{uuid.uuid4().hex[:8]}"
-    management("PUT", f"/api/vhosts/{vhost}")
-    management(
-        "PUT", f"/api/permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
-    )
+    with scripted_claude(answer) as claude_url, rabbit.bench_vhost("fixture") as vhost:
+        return record(args.seconds, args.out, claude_url, vhost)
+
+
+def record(seconds: float, out: Path, claude_url: str, vhost: str) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fixture-run-"))
     metrics_file = workdir / "metrics.lp"
     env = {
         **clean_env(drop=("INFLUXDB_*", "ANTHROPIC_*", "BUDGET_*", "FLEET_*")),
         "ANTHROPIC_API_KEY": "fixture-run-not-a-real-key",
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{server.server_port}",
+        "ANTHROPIC_BASE_URL": claude_url,
         "DRY_RUN": "false",
-        "RABBITMQ_HOST": "127.0.0.1",
+        "RABBITMQ_HOST": rabbit.HOST,
         "RABBITMQ_VHOST": vhost,
         "METRICS_FILE": str(metrics_file),
         "BUDGET_LEDGER": str(workdir / "budget.sqlite"),  # the live fleet's own spend ledger
@@ -182,42 +138,38 @@ def main() -> int:
         "MIN_PUBLISH_INTERVAL_SECONDS": "0.2",
         "BATCH_MAX_WAIT_SECONDS": "2",
     }
-    try:
-        fleet = subprocess.Popen(  # noqa: S603 (our own CLI)
-            [
-                sys.executable,
-                "-m",
-                "agents",
-                "run",
-                "--duration",
-                str(args.seconds),
-                "--log-file",
-                str(workdir / "fleet.log"),
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        time.sleep(args.seconds / 2)
-        publish_malformed(vhost)
-        code = fleet.wait(timeout=args.seconds + 120)
-        if code != 0:
-            print(f"agents run exited {code}; logs in {workdir}", file=sys.stderr)
-            return 1
-    finally:
-        server.shutdown()
-        management("DELETE", f"/api/vhosts/{vhost}")
+    fleet = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "run",
+            "--duration",
+            str(seconds),
+            "--log-file",
+            str(workdir / "fleet.log"),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    time.sleep(seconds / 2)
+    publish_malformed(vhost)
+    code = fleet.wait(timeout=seconds + 120)
+    if code != 0:
+        print(f"agents run exited {code}; logs in {workdir}", file=sys.stderr)
+        return 1
     lines = metrics_file.read_text().splitlines()
     header = (
         "# fixtures/metrics-sample.lp - InfluxDB line protocol, one point per line.\n"
-        f"# Written by a real local run of the fleet ({args.seconds:.0f} s of `agents run`, "
+        f"# Written by a real local run of the fleet ({seconds:.0f} s of `agents run`, "
         "5 agents,\n"
         "# shortened intervals) against RabbitMQ; Claude played by a scripted local Messages API\n"
         "# server (live mode through the real SDK). publish and consume are aggregates per\n"
         "# 1 s flush interval (counts, duration count/sum/max/p50/p99); the other measurements\n"
         "# are one point per event. Regenerate: tools/record_metrics_fixture.py\n"
     )
-    args.out.write_text(header + "\n".join(lines) + "\n")
-    print(f"wrote {len(lines)} points to {args.out}")
+    out.write_text(header + "\n".join(lines) + "\n")
+    print(f"wrote {len(lines)} points to {out}")
     return 0
 
 
