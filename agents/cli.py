@@ -12,12 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agents.vocab import AGENT_TYPES
+
 if TYPE_CHECKING:
     from agents.core.settings import CommonSettings
 
 # Settings (pydantic) are imported inside the handlers: `agents run` prints its first line
 # before anything heavy is loaded, and `agents --help` stays instant.
-AGENT_TYPES = ("consumer", "monitor", "publisher")
 
 
 def load(kind: str) -> CommonSettings:
@@ -39,7 +40,6 @@ def load(kind: str) -> CommonSettings:
 
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-AGENT_COMMANDS = ("publisher", "consumer", "monitor")
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -206,7 +206,7 @@ def entry() -> None:
     """The process entry point (`agents`, `python -m agents`): an agent process catches stop
     signals from its first moment, so a Ctrl-C while it is still importing is an ordinary stop,
     not a traceback (see agents.early_signals)."""
-    if sys.argv[1:2] and sys.argv[1] in AGENT_COMMANDS:
+    if sys.argv[1:2] and sys.argv[1] in AGENT_TYPES:
         from agents import early_signals
 
         early_signals.latch()

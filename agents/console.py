@@ -20,7 +20,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-FLEET_SIZE = 5
+from agents.fleet import FLEET
+from agents.vocab import ANOMALY_QUEUE, Event
+
+FLEET_SIZE = len(FLEET)
 STATUS_REFRESH_S = 2.0
 TEN_MINUTES = 600.0
 
@@ -73,18 +76,18 @@ class Tally:
         agent = str(record.get("agent_id", "?"))
         context = record.get("context") or {}
         count = _int(context.get("count", 1)) or 1
-        if message.startswith("Agent starting"):
+        if message.startswith(Event.AGENT_STARTING):
             self.up.add(agent)
-        elif message == "Message published":
+        elif message == Event.MESSAGE_PUBLISHED:
             self.published[agent] += count
-        elif message == "Message consumed":
+        elif message == Event.MESSAGE_CONSUMED:
             self.consumed[agent] += count
             self.actions[str(context.get("action", "process"))] += count
-        elif message == "Anomaly flagged":
+        elif message == Event.ANOMALY_FLAGGED:
             self.flagged += 1
-        elif message == "Invalid message dead-lettered":
+        elif message == Event.DEAD_LETTERED:
             self.dead_lettered += 1
-        elif message == "Scenario traffic injected":
+        elif message == Event.SCENARIO_INJECTED:
             if context.get("valid"):
                 self.injected_valid += _int(context.get("count"))
             else:
@@ -98,9 +101,9 @@ class Tally:
             self.cap_hour_per_agent = _float(context.get("max_cost_per_hour_usd"))
             # The caps the shared ledger enforces for every agent together (FLEET_MAX_COST_*).
             self.fleet_cap_10min_usd = _float(context.get("fleet_max_cost_per_10min_usd"))
-        elif message in ("Queues drained", "Drain timed out"):
+        elif message in (Event.QUEUES_DRAINED, Event.DRAIN_TIMED_OUT):
             self.left_in_queues = {k: _int(v) for k, v in context.get("queue_depths", {}).items()}
-        elif message == "Fleet stopped":
+        elif message == Event.FLEET_STOPPED:
             self.exit_codes = context.get("exit_codes")
         if level in ("AI_DECISION", "AI_ANALYSIS"):
             fallback = context.get("ai_fallback")
@@ -185,46 +188,44 @@ def event_line(record: Mapping[str, Any]) -> Text | None:
         if context.get("ai_fallback"):
             line.append(f" (fallback {context.get('ai_fallback')})", style="yellow")
         return line
-    if message == "Anomaly flagged":
+    if message == Event.ANOMALY_FLAGGED:
         line.append("FLAGGED  ", style="bold magenta")
         line.append(
-            f"{context.get('queue')} p{context.get('priority')} -> books.anomalies  "
+            f"{context.get('queue')} p{context.get('priority')} -> {ANOMALY_QUEUE}  "
             f"{_clip(context.get('reasoning', ''), 70)}"
         )
         return line
-    if message == "Invalid message dead-lettered":
+    if message == Event.DEAD_LETTERED:
         line.append("DEAD-LETTERED ", style="bold red")
         line.append(f"{context.get('queue')}: {_clip(context.get('reason', ''), 80)}")
         return line
-    if message == "CRITICAL system health":
+    if message == Event.HEALTH_CRITICAL:
         line.append("ALERT system health is CRITICAL", style="bold white on red")
         for issue in (context.get("issues") or [])[:3]:
             line.append(f"\n{'':21}issue: {_clip(issue, 90)}", style="red")
         for tip in (context.get("suggestions") or [])[:3]:
             line.append(f"\n{'':21}suggestion: {_clip(tip, 90)}", style="red")
         return line
-    if message == "Scenario traffic injected":
+    if message == Event.SCENARIO_INJECTED:
         style = "cyan" if context.get("valid") else "red"
         line.append(
             f"injected {context.get('count')} x {context.get('kind')} -> {context.get('queue')}",
             style=style,
         )
         return line
-    if message == "Fleet stopping":
+    if message == Event.FLEET_STOPPING:
         line.append(
             f"stopping ({context.get('reason')}): publishers first, then the queues drain, "
             "then the consumers and the monitor",
             style="bold",
         )
         return line
-    if message == "Flushing batch":
+    if message == Event.BATCH_FLUSHING:
         line.append(
             f"batch of {context.get('size')} processed ({context.get('trigger')})", style="blue"
         )
         return line
-    if message == "Agent exited unexpectedly" or (
-        level == "ERROR" and message != "System health warning"
-    ):
+    if message == Event.AGENT_EXITED or (level == "ERROR" and message != Event.HEALTH_WARNING):
         line.append(f"ERROR {_clip(message, 60)}", style="bold red")
         error = context.get("error")
         if isinstance(error, Mapping):
@@ -234,7 +235,7 @@ def event_line(record: Mapping[str, Any]) -> Text | None:
         return line
     # Said already by the lines above (the analysis; the consumer's DEAD-LETTERED line).
     if level == "WARNING" and message not in (
-        "System health warning",
+        Event.HEALTH_WARNING,
         "message rejected to the dead-letter queue",
     ):
         line.append(f"warning {_clip(message, 70)}", style="yellow")
@@ -438,7 +439,7 @@ class HumanView:
         text = f"fleet count: {confirmed} confirmed by the broker"
         if tally.injected_valid:
             text += f" + {tally.injected_valid} injected"
-        text += f"; {consumed} consumed ({actions}); {tally.flagged} flagged to books.anomalies"
+        text += f"; {consumed} consumed ({actions}); {tally.flagged} flagged to {ANOMALY_QUEUE}"
         text += f"; {tally.dead_lettered} dead-lettered"
         if tally.injected_malformed:
             text += f" ({tally.injected_malformed} malformed injected)"

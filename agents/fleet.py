@@ -24,11 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from agents.core.logs import JsonLogger, Redactor
 from agents.core.settings import SETTINGS_BY_TYPE, SettingsError, load_settings
 from agents.runtime import StopFlag, install_signal_handlers, preflight
 from agents.supervisor import RestartPolicy, Supervisor
+from agents.vocab import Event
 
 if TYPE_CHECKING:
     from agents.core.settings import CommonSettings, FleetSettings
@@ -99,21 +101,24 @@ class LineMerger:
 def rabbit_unreachable(settings: CommonSettings) -> str | None:
     """None when RabbitMQ accepts a connection (and the topology is declared), else one line
     saying which of "not reachable", "authentication refused", "vhost not found" (or "no access
-    to the vhost") it is, with the fix for each."""
+    to the vhost") it is, with the fix for each. Every secret is scrubbed from the line, should
+    pika or the broker ever echo one."""
+    problem = _rabbit_problem(settings)
+    return None if problem is None else Redactor(settings.secrets())(problem)
+
+
+def _rabbit_problem(settings: CommonSettings) -> str | None:
     import pika
     import pika.exceptions
 
-    from agents.core.broker import connection_parameters, declare_topology
+    from agents.core.broker import _AUTH_ERRORS, connection_parameters, declare_topology
     from agents.ports import TopologyError
 
     where = f"{settings.rabbitmq_host}:{settings.rabbitmq_port}"
     user, vhost = settings.rabbitmq_user, settings.rabbitmq_vhost
     try:
         connection = pika.BlockingConnection(connection_parameters(settings))
-    except (
-        pika.exceptions.ProbableAuthenticationError,
-        pika.exceptions.AuthenticationError,
-    ) as exc:
+    except _AUTH_ERRORS as exc:
         return (
             f"RabbitMQ at {where} refused authentication for user {user!r} ({_detail(exc)}); "
             "check RABBITMQ_USER and RABBITMQ_PASS"
@@ -236,7 +241,7 @@ class Fleet:
             process, pump, err_pump = self.spawn(spec)
             self.children.append(Child(spec, process, pump, err_pump=err_pump))
         self.logger.info(
-            "Fleet started",
+            Event.FLEET_STARTED,
             agents={c.spec.name: c.process.pid for c in self.children},
         )
 
@@ -287,7 +292,7 @@ class Fleet:
             try:
                 child.process.wait(timeout=max(0.0, end - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.logger.error("Agent did not stop in time; killed", agent=child.spec.name)
+                self.logger.error(Event.AGENT_KILLED, agent=child.spec.name)
                 child.process.kill()
                 child.process.wait()
             child.pump.join(timeout=2.0)
@@ -306,7 +311,7 @@ class Fleet:
         waiting = self.supervisor.waiting()
         failed = {name: code for name, code in codes.items() if code != 0}
         self.logger.info(
-            "Fleet stopped",
+            Event.FLEET_STOPPED,
             exit_codes=codes,
             restarts=self.supervisor.restarts(),
             **({"waiting_for_restart": waiting} if waiting else {}),
@@ -335,7 +340,8 @@ def drain(
                 break
             reader.sleep(POLL_SECONDS)
         logger.info(
-            "Queues drained" if not any(depths.values()) else "Drain timed out", queue_depths=depths
+            Event.DRAIN_TIMED_OUT if any(depths.values()) else Event.QUEUES_DRAINED,
+            queue_depths=depths,
         )
     finally:
         reader.close()
@@ -370,8 +376,8 @@ def main(settings: FleetSettings, args: argparse.Namespace) -> int:
     if log_file and not human:
         print(f"agents run: fleet logs go to {log_file}; Ctrl-C stops it.", file=sys.stderr)
     started_at = datetime.now(UTC)
-    logger.info("Scenario", scenario=scenario.name, header=scenario.header(env))
-    logger.info("Metrics destination", destination=metrics_destination(settings))
+    logger.info(Event.SCENARIO, scenario=scenario.name, header=scenario.header(env))
+    logger.info(Event.METRICS_DESTINATION, destination=metrics_destination(settings))
     stop = StopFlag()
     restore = install_signal_handlers(stop)
     fleet = Fleet(
@@ -389,7 +395,7 @@ def main(settings: FleetSettings, args: argparse.Namespace) -> int:
         fleet.start()
         scenarios.run_traffic(scenario, settings, logger, stop)
         fleet.run(stop, getattr(args, "duration", None))
-        logger.info("Fleet stopping", reason=stop.reason)
+        logger.info(Event.FLEET_STOPPING, reason=stop.reason)
         fleet.stop(["publisher"])
         drain(settings, DRAIN_SECONDS, logger, lambda: fleet.running("consumer"))
         fleet.stop(["consumer", "monitor"])
@@ -415,7 +421,7 @@ def main(settings: FleetSettings, args: argparse.Namespace) -> int:
 def metrics_destination(settings: CommonSettings) -> str:
     """Said once for the fleet (agents no longer warn five times): where the points go."""
     if settings.influxdb_url:
-        return f"InfluxDB at {settings.influxdb_url}"
+        return f"InfluxDB at {shown_url(settings.influxdb_url, settings)}"
     return (
         f"the embedded file {settings.metrics_file} "
         "(INFLUXDB_URL is not set; `agents report` draws it)"
@@ -428,5 +434,16 @@ def report_hint(settings: CommonSettings, started_at: datetime, log_file: str | 
     if log_file:
         command += f" --log-file {log_file}"
     if settings.influxdb_url:
-        return f"agents run: metrics went to InfluxDB ({settings.influxdb_url}); see Grafana."
+        url = shown_url(settings.influxdb_url, settings)
+        return f"agents run: metrics went to InfluxDB ({url}); see Grafana."
     return f"agents run: metrics in {settings.metrics_file}; draw this run: {command}"
+
+
+def shown_url(url: str, settings: CommonSettings) -> str:
+    """A URL as it may be printed: scheme, host, port and path only. Userinfo and the query
+    string can carry credentials (`user:pass@`, `?token=`), and any secret the settings know
+    is scrubbed from what is left."""
+    parts = urlsplit(url)
+    return Redactor(settings.secrets())(
+        f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    )

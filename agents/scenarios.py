@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agents.vocab import EXCHANGE, FICTIONAL, NON_FICTIONAL, QUEUES, Event
+
 if TYPE_CHECKING:
     from agents.core.logs import JsonLogger
     from agents.core.settings import CommonSettings
@@ -48,7 +50,7 @@ TIMING_NOTE = (
     "{CHECK_INTERVAL_SECONDS} s (120) over {SUMMARY_WINDOW_SECONDS} s (300)"
 )
 
-SURGE_IMPORT = {"fictional": 400, "non-fictional": 200}
+SURGE_IMPORT = {FICTIONAL: 400, NON_FICTIONAL: 200}
 SURGE_EVERY_S = 120.0
 FLOOD_SIZE = 2500
 FLOOD_PRIORITY = 5
@@ -96,8 +98,6 @@ class Injector:
 
     def consumers_ready(self, stop: StopFlag) -> bool:
         """Wait until every book queue has a consumer, so injected traffic meets running agents."""
-        from agents.vocab import QUEUES
-
         waited = 0.0
         while not stop.is_set() and waited < CONSUMERS_READY_TIMEOUT_S:
             counts = [
@@ -111,8 +111,6 @@ class Injector:
 
     def publish(self, queue: str, body: bytes, content_type: str = "application/json") -> None:
         import pika
-
-        from agents.vocab import EXCHANGE
 
         self._channel.basic_publish(
             EXCHANGE,
@@ -148,7 +146,7 @@ class Injector:
         key = "valid" if injection.valid else "malformed"
         self.injected[key] = self.injected.get(key, 0) + injection.count
         self.logger.info(
-            "Scenario traffic injected",
+            Event.SCENARIO_INJECTED,
             scenario=self.scenario,
             kind=injection.kind,
             queue=injection.queue,
@@ -169,7 +167,7 @@ def malformed_bodies() -> Iterator[tuple[str, bytes, str]]:
     """(what, body, content type): each is invalid for a different reason, cycling."""
     good = {
         "message_id": "",
-        "genre": "fictional",
+        "genre": FICTIONAL,
         "title": "Dune",
         "author": "Frank Herbert",
         "priority": 3,
@@ -228,14 +226,14 @@ def incident(injector: Injector, stop: StopFlag) -> None:
             if stop.is_set():
                 break
             what, body, content_type = next(bodies)
-            queue = ("fictional", "non-fictional")[i % 2]
+            queue = QUEUES[i % 2]
             injector.publish(queue, body, content_type)
             injector.record(Injection(f"malformed: {what}", queue, 1, valid=False))
             injector.idle(MALFORMED_SPACING_S, stop)
         # ...then the flood, which the stalled consumer cannot help with.
-        sent = injector.books("fictional", FLOOD_SIZE, FLOOD_PRIORITY, stop)
+        sent = injector.books(FICTIONAL, FLOOD_SIZE, FLOOD_PRIORITY, stop)
         injector.record(
-            Injection(f"flood, every message priority {FLOOD_PRIORITY}", "fictional", sent, True)
+            Injection(f"flood, every message priority {FLOOD_PRIORITY}", FICTIONAL, sent, True)
         )
         injector.idle(INCIDENT_EVERY_S, stop)
 
@@ -309,11 +307,11 @@ def run_traffic(
         try:
             injector.open()
             if not injector.consumers_ready(stop):
-                logger.warning("Scenario traffic not started: no consumers on the queues")
+                logger.warning(Event.SCENARIO_NOT_STARTED)
                 return
             traffic(injector, stop)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            logger.error("Scenario traffic stopped: broker error", error=str(exc)[:200])
+            logger.error(Event.SCENARIO_BROKER_ERROR, error=str(exc)[:200])
         finally:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 injector.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from agents.core.logs import JsonLogger
+from agents.vocab import Event
 
 if TYPE_CHECKING:
     from agents.core.settings import FleetSettings
@@ -117,7 +118,7 @@ class Supervisor:
                     del self._pending[child.name]
                     pid = self._restart(child)
                     self.logger.warning(
-                        "Agent restarted",
+                        Event.AGENT_RESTARTED,
                         agent=child.name,
                         exit_code=pending.exit_code,
                         restart_count=pending.restart,
@@ -146,14 +147,12 @@ class Supervisor:
                 else:
                     self._pending[child.name] = _Pending(now + delay, code, history.total)
                     self.logger.error(
-                        "Agent exited unexpectedly",
+                        Event.AGENT_EXITED,
                         agent=child.name,
                         exit_code=code,
                         restart_in_seconds=delay,
                     )
                     continue
-            self.logger.error(
-                "Agent keeps failing; stopping the fleet", agent=child.name, reason=self.failure
-            )
+            self.logger.error(Event.AGENT_KEEPS_FAILING, agent=child.name, reason=self.failure)
             return self.failure
         return None

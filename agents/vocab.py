@@ -95,6 +95,8 @@ class Event:
     FLEET_STARTED: Final = "Fleet started"
     FLEET_STOPPING: Final = "Fleet stopping"
     FLEET_STOPPED: Final = "Fleet stopped"
+    QUEUES_DRAINED: Final = "Queues drained"
+    DRAIN_TIMED_OUT: Final = "Drain timed out"
     METRICS_DESTINATION: Final = "Metrics destination"
     SCENARIO: Final = "Scenario"
     AGENT_KILLED: Final = "Agent did not stop in time; killed"
