@@ -250,29 +250,25 @@ class Header:
     logs: str
 
 
+@dataclass(eq=False)
 class HumanView:
     """Takes the fleet's merged lines (as its output stream) and shows them to a person."""
 
-    def __init__(
-        self,
-        console: Console,
-        header: Header,
-        log_file: IO[str] | None = None,
-        depths: Callable[[], dict[str, int] | None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.console = console
-        self.header = header
-        self.log_file = log_file
-        self.depths = depths
-        self.clock = clock
-        self.started = clock()
-        self.tally = Tally()
-        self.lock = threading.Lock()
-        self.live: Live | None = None
-        self._announced_modes: set[str] = set()
-        self._depth_thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+    console: Console
+    header: Header
+    log_file: IO[str] | None = None
+    depths: Callable[[], dict[str, int] | None] | None = None
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+    tally: Tally = field(default_factory=Tally, init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    live: Live | None = field(default=None, init=False)
+    _announced_modes: set[str] = field(default_factory=set, init=False)
+    _depth_thread: threading.Thread | None = field(default=None, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
 
     # --- the stream interface LineMerger and JsonLogger write to -----------------------------
 

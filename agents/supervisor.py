@@ -81,25 +81,18 @@ class _Pending:
     restart: int
 
 
+@dataclass
 class Supervisor:
     """Decides, on every poll, which dead children to restart and when to give up."""
 
-    def __init__(
-        self,
-        policy: RestartPolicy,
-        logger: JsonLogger,
-        on_restart: Callable[[Supervised], int],
-        record_metric: Callable[[Supervised], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.policy = policy
-        self.logger = logger
-        self._restart = on_restart
-        self._record_metric = record_metric
-        self._clock = clock
-        self.history: dict[str, RestartHistory] = {}
-        self._pending: dict[str, _Pending] = {}
-        self.failure: str | None = None
+    policy: RestartPolicy
+    logger: JsonLogger
+    on_restart: Callable[[Supervised], int]
+    record_metric: Callable[[Supervised], None] | None = None
+    clock: Callable[[], float] = time.monotonic
+    history: dict[str, RestartHistory] = field(default_factory=dict, init=False)
+    _pending: dict[str, _Pending] = field(default_factory=dict, init=False)
+    failure: str | None = field(default=None, init=False)
 
     def restarts(self) -> dict[str, int]:
         return {name: h.total for name, h in self.history.items() if h.total}
@@ -110,13 +103,13 @@ class Supervisor:
 
     def check(self, children: Sequence[Supervised]) -> str | None:
         """Restart what is due; return why the fleet must stop, or None while it can go on."""
-        now = self._clock()
+        now = self.clock()
         for child in children:
             pending = self._pending.get(child.name)
             if pending is not None:
                 if now >= pending.due:
                     del self._pending[child.name]
-                    pid = self._restart(child)
+                    pid = self.on_restart(child)
                     self.logger.warning(
                         Event.AGENT_RESTARTED,
                         agent=child.name,
@@ -124,8 +117,8 @@ class Supervisor:
                         restart_count=pending.restart,
                         pid=pid,
                     )
-                    if self._record_metric is not None:
-                        self._record_metric(child)
+                    if self.record_metric is not None:
+                        self.record_metric(child)
                 continue
             code = child.poll()
             if code is None:

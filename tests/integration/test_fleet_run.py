@@ -48,6 +48,20 @@ def queued(settings: BrokerSettings, queue: str) -> list[bytes]:
     return [body for _, _, body in drain_queue(settings, queue)]
 
 
+def agents_run(
+    duration: float, env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`agents run --duration N`, piped (so the JSON contract, not the console view)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agents", "run", "--duration", str(duration)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,14 +95,7 @@ def test_a_bad_setting_stops_the_fleet_before_any_agent_starts(
         "METRICS_FILE": str(tmp_path / "m.lp"),
     }
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "agents", "run", "--duration", "20"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = agents_run(20, env, tmp_path, timeout=60)
     took = time.monotonic() - started
     assert result.returncode == 2, result.stderr[-1000:]
     assert result.stdout == "", "no child was started, so nothing was logged"
@@ -181,14 +188,7 @@ def test_a_stop_signal_exits_0_whoever_delivers_it(
 
 def test_unreachable_rabbitmq_is_one_line_with_how_to_start_one(tmp_path: Path) -> None:
     env = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(free_port())}
-    result = subprocess.run(
-        [sys.executable, "-m", "agents", "run", "--duration", "5"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
+    result = agents_run(5, env, tmp_path, timeout=30)
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -217,14 +217,7 @@ def test_a_user_without_configure_permission_is_one_line_not_a_traceback(
             "RABBITMQ_PASS": "readonly-pass",
             "RABBITMQ_VHOST": vhost,
         }
-        result = subprocess.run(
-            [sys.executable, "-m", "agents", "run", "--duration", "5"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=tmp_path,
-        )
+        result = agents_run(5, env, tmp_path, timeout=30)
     finally:
         management("DELETE", f"/api/users/{user}")
     assert result.returncode == 1
@@ -245,21 +238,7 @@ def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
         CASSETTES_DIR=str(ROOT / "cassettes"),
     )
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agents",
-            "run",
-            "--duration",
-            str(DURATION_S),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DURATION_S + 60,
-        cwd=tmp_path,
-    )
+    result = agents_run(DURATION_S, env, tmp_path, timeout=DURATION_S + 60)
     took = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-2000:]
     # Piped, stdout is exactly the JSON lines of the Loki contract, nothing else.

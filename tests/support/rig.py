@@ -4,6 +4,7 @@ event dicts. The `make_rig` fixture (tests/unit/agents/conftest.py) hands out `b
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,18 @@ class Rig:
 
     def lines(self, message: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
         return self.out.where(message, level)
+
+    def slow(self, method: str, seed: int) -> None:
+        """Each call of the broker's `method` first takes 1-50 ms of the FakeClock, as a real
+        broker's round trip takes real time (seeded, so a run is reproducible)."""
+        real = getattr(self.broker, method)
+        latencies = random.Random(seed)
+
+        def slowed(*args: Any, **kwargs: Any) -> Any:
+            self.clock.advance(latencies.uniform(0.001, 0.05))
+            return real(*args, **kwargs)
+
+        setattr(self.broker, method, slowed)
 
 
 def build_rig(settings_cls: type[CommonSettings], **overrides: Any) -> Rig:

@@ -4,13 +4,10 @@ to summarise, and the real engine around a scripted model."""
 from __future__ import annotations
 
 import io
-import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from agents.core.metrics import ERRORS, PUBLISH, FileSink, Metrics
 from agents.core.metrics_read import FileMetricsReader
@@ -120,19 +117,12 @@ class BrokenReader:
 
 
 def test_checks_on_schedule_are_never_refused_by_the_rate_limiter(
-    make_rig: Callable[..., Rig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_rig: Callable[..., Rig], tmp_path: Path
 ) -> None:
     # Sampling the broker takes time before the check in the same step; the schedule must not
     # come back before the cost guard's interval (counted from the call) has passed.
     rig, monitor, _ = monitor_for(make_rig, tmp_path / "m.lp")
-    real_depths = rig.broker.queue_depths
-    latencies = random.Random(3)
-
-    def slow_depths(*args: Any, **kwargs: Any) -> dict[str, int]:
-        rig.clock.advance(latencies.uniform(0.001, 0.05))
-        return dict(real_depths(*args, **kwargs))
-
-    monkeypatch.setattr(rig.broker, "queue_depths", slow_depths)
+    rig.slow("queue_depths", seed=3)
     while rig.clock.monotonic() < 1_000.0 + 10 * 120 + 1:
         rig.clock.advance(monitor.step())
     analyses = rig.sink.where("ai_decision")

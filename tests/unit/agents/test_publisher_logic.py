@@ -3,7 +3,6 @@ model, and an in-memory broker."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -174,19 +173,12 @@ def test_continue_keeps_the_intervals_whatever_numbers_come_with_it(
 
 
 def test_decisions_on_schedule_are_never_refused_by_the_rate_limiter(
-    make_rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+    make_rig: Callable[..., Rig],
 ) -> None:
     # Publishing takes time (a confirm round trip) before the decision in the same step, so a
     # schedule counted from the step's start came back just before the guard's interval ended.
     rig, publisher = publisher_for(make_rig)
-    real_publish = rig.broker.publish
-    latencies = random.Random(7)
-
-    def slow_publish(*args: Any, **kwargs: Any) -> float:
-        rig.clock.advance(latencies.uniform(0.001, 0.05))
-        return float(real_publish(*args, **kwargs))
-
-    monkeypatch.setattr(rig.broker, "publish", slow_publish)
+    rig.slow("publish", seed=7)
     while rig.clock.monotonic() < 1_000.0 + 10 * 60 + 1:
         rig.clock.advance(publisher.step())
     decisions = rig.sink.where("ai_decision")
