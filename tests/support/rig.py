@@ -5,6 +5,7 @@ event dicts. The `make_rig` fixture (tests/unit/agents/conftest.py) hands out `b
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,13 @@ class Rig:
 
     def lines(self, message: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
         return self.out.where(message, level)
+
+    def drive(self, step: Callable[[], float], seconds: float) -> None:
+        """Run an agent's `step` for `seconds` of the FakeClock, waiting as long as each step
+        asks (what runtime.serve does on a real clock)."""
+        end = self.clock.monotonic() + seconds
+        while self.clock.monotonic() < end:
+            self.clock.advance(step())
 
     def slow(self, method: str, seed: int) -> None:
         """Each call of the broker's `method` first takes 1-50 ms of the FakeClock, as a real
