@@ -314,7 +314,7 @@ def main(args: argparse.Namespace) -> int:
         data = plan()
         print(json.dumps(data, indent=2, default=_json_default) if args.json else render_plan(data))
         return 0
-    from agents.core.metrics_read import reader_from_settings
+    from agents.core.metrics.reader import reader_from_settings
     from agents.ports import MetricsReadError
 
     settings = load_settings(BrokerSettings)

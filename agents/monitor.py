@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from agents.core.metrics import HEALTH, QUEUE_DEPTH
-from agents.core.metrics_read import reader_from_settings
+from agents.core.metrics.reader import reader_from_settings
 from agents.messages import GENRES
 from agents.ports import BrokerError, MetricsReader, MetricsReadError
 from agents.runtime import Agent, StopFlag, Wiring, run_agent, serve

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from agents.core.ai.prices import price_for
 from agents.core.clock import FakeClock
 from agents.core.metrics import FileSink, MemorySink
-from agents.core.metrics_read import reader_from_settings
+from agents.core.metrics.reader import reader_from_settings
 from agents.core.settings import (
     CommonSettings,
     ConsumerSettings,

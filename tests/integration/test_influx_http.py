@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 
 from agents.core.logs import JsonLogger, Redactor
 from agents.core.metrics import ANOMALY, InfluxSink, Metrics
-from agents.core.metrics_read import InfluxMetricsReader
+from agents.core.metrics.reader import InfluxMetricsReader
 from agents.ports import MetricsReadError
 from agents.testing import LogCapture
 

@@ -12,7 +12,7 @@ import pytest
 from agents.core.broker import connection_parameters
 from agents.core.clock import FakeClock
 from agents.core.metrics import PUBLISH, FileSink, Metrics
-from agents.core.metrics_read import FileMetricsReader, iter_file
+from agents.core.metrics.reader import FileMetricsReader, iter_file
 from agents.core.settings import MonitorSettings, load_settings
 from agents.monitor import Monitor
 from agents.runtime import wire

@@ -17,7 +17,7 @@ HEAVY = ("anthropic", "influxdb_client", "httpx2", "vcr")
 
 PROBE = """
 import json, sys
-from agents.core.metrics_read import reader_from_settings
+from agents.core.metrics.reader import reader_from_settings
 from agents.core.settings import ConsumerSettings, MonitorSettings, PublisherSettings, load_settings
 from agents.runtime import StopFlag, wire
 

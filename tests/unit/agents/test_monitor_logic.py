@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.core.metrics import ERRORS, PUBLISH, FileSink, Metrics
-from agents.core.metrics_read import FileMetricsReader
+from agents.core.metrics.reader import FileMetricsReader
 from agents.core.settings import MonitorSettings
 from agents.monitor import Monitor
 from agents.testing import monitor_reply

@@ -15,7 +15,7 @@ from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES
 from agents.core.clock import SystemClock
 from agents.core.metrics import FileSink, Metrics
-from agents.core.metrics_read import FileMetricsReader
+from agents.core.metrics.reader import FileMetricsReader
 from agents.core.settings import ConsumerSettings, PublisherSettings, load_settings
 from agents.testing.claude import make_rig
 
