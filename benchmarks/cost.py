@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.core.ai.prices import price_for
-from agents.core.clock import FakeClock
 from agents.core.metrics import FileSink, MemorySink
 from agents.core.metrics.reader import reader_from_settings
 from agents.core.settings import (
@@ -32,6 +31,7 @@ from agents.core.settings import (
 from agents.ports import MetricPoint
 from agents.runtime import Agent, Wiring, wire
 from agents.testing import MemoryBroker
+from agents.testing.clock import FakeClock
 from agents.vocab import QUEUES
 
 REPO = Path(__file__).resolve().parent.parent

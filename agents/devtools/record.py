@@ -23,7 +23,6 @@ from typing import Any
 from agents.core.ai import cassettes as cs
 from agents.core.ai.engine import DecisionEngine
 from agents.core.ai.sdk import AnthropicClient, live_sdk
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import (
@@ -34,6 +33,7 @@ from agents.core.settings import (
     load_settings,
 )
 from agents.ports import DecisionClient
+from agents.testing.clock import FakeClock
 
 KEPT_REQUEST_HEADERS = ("content-type", "anthropic-version")
 

@@ -21,10 +21,10 @@ from anthropic.types import Message, TextBlock, Usage
 from agents.core.ai import cassettes as cs
 from agents.core.ai.prompts import numbers_of
 from agents.core.ai.sdk import AnthropicClient, live_sdk
-from agents.core.clock import FakeClock
 from agents.core.settings import CommonSettings, load_settings
 from agents.devtools.record import SETTINGS, cassette_header, drive, recording
 from agents.ports import DecisionClient
+from agents.testing.clock import FakeClock
 
 # The rules behind the synthetic answers, chosen to be what a sensible operator would do, and so
 # that the scenarios' states (agents/scenarios.py) get every action:

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
     from agents.core.ai.engine import DecisionEngine
     from agents.core.ai.sdk import AnthropicClient
-    from agents.core.clock import FakeClock
     from agents.core.metrics import MemorySink
     from agents.core.settings import CommonSettings
+    from agents.testing.clock import FakeClock
 
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_MODEL = "claude-haiku-5-5"
@@ -475,9 +475,9 @@ def make_rig(
     """The real engine (mode resolved as an agent resolves it, unless `client` is given) on a
     fake clock, logging to a string and writing points to memory."""
     from agents.core.ai.engine import build_engine
-    from agents.core.clock import FakeClock
     from agents.core.logs import JsonLogger
     from agents.core.metrics import MemorySink, Metrics
+    from agents.testing.clock import FakeClock
 
     clock = clock or FakeClock()
     stream = io.StringIO()

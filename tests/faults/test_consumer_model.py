@@ -49,12 +49,13 @@ from hypothesis.stateful import (
 from agents.consumer import Consumer
 from agents.core.ai.schemas import ConsumerDecision, default_consumer
 from agents.core.broker import RabbitBroker
-from agents.core.clock import FakeClock, SystemClock
+from agents.core.clock import SystemClock
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue, Genre
 from agents.runtime import Wiring
 from agents.testing import LogCapture
+from agents.testing.clock import FakeClock
 from agents.testing.waiting import wait_until
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, DLX
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from agents.testing.claude import BEHAVIOURS, INJECTION_MARKER, FakeMessagesAPI
+from agents.testing.influx import FakeInflux
 from agents.testing.waiting import wait_until
 
-from .toolkit.fake_influx import FakeInflux
 from .toolkit.ledger import parse_ts
 from .toolkit.procs import Fleet
 from .toolkit.rabbit import QueueInspector
@@ -230,10 +230,10 @@ def test_absurd_reported_usage_is_not_charged_beyond_the_reservation(tmp_path: P
     the prompt has: usage beyond the reservation is a lie (or a proxy bug), and charging it would
     let one bad reply lock the agent out of the AI for an hour and poison the cost dashboards."""
     from agents.core.ai import build_engine
-    from agents.core.clock import FakeClock
     from agents.core.metrics import MemorySink, Metrics
     from agents.core.settings import ConsumerSettings, load_settings
     from agents.testing import LogCapture
+    from agents.testing.clock import FakeClock
 
     with FakeMessagesAPI(["huge_usage", "ok"]) as claude:
         settings = load_settings(

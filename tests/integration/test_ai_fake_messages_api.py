@@ -10,7 +10,6 @@ import urllib.request
 
 import pytest
 
-from agents.core.clock import FakeClock
 from agents.core.settings import ConsumerSettings, PublisherSettings, load_settings
 from agents.testing.claude import (
     BEHAVIOURS,
@@ -19,6 +18,7 @@ from agents.testing.claude import (
     make_rig,
     mock_client,
 )
+from agents.testing.clock import FakeClock
 
 # The consumer's decision for each behaviour: (action, fallback).
 EXPECTED = {

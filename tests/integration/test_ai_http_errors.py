@@ -9,9 +9,9 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
-from agents.core.clock import FakeClock
 from agents.core.settings import PublisherSettings, load_settings
 from agents.testing.claude import make_rig, message_json, mock_client
+from agents.testing.clock import FakeClock
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 

@@ -12,7 +12,6 @@ import yaml
 
 from agents.core.ai import cassettes as cs
 from agents.core.ai.client import load_cassette
-from agents.core.clock import FakeClock
 from agents.core.settings import (
     ConsumerSettings,
     MonitorSettings,
@@ -22,6 +21,7 @@ from agents.core.settings import (
 from agents.devtools import seed
 from agents.testing import AI_VARIABLES
 from agents.testing.claude import make_rig
+from agents.testing.clock import FakeClock
 from agents.vocab import Event
 from tests.support.env import scrub_env
 

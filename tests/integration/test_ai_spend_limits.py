@@ -15,10 +15,10 @@ import pytest
 from agents.core.ai.client import resume_time
 from agents.core.ai.ledger import memory_ledger
 from agents.core.ai.prices import UNKNOWN_MODEL_PRICE
-from agents.core.clock import FakeClock
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.ports import Ledger
 from agents.testing.claude import Rig, make_rig, message_json, mock_client
+from agents.testing.clock import FakeClock
 from agents.vocab import Event
 
 OK = '{"action": "process", "reasoning": "fine"}'

@@ -22,12 +22,12 @@ from agents.core.broker import (
     queue_arguments,
     setup_topology,
 )
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.management import ManagementClient
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, Delivery, PublishError
 from agents.testing import LogCapture
+from agents.testing.clock import FakeClock
 from agents.testing.waiting import pump_until as pump
 from agents.testing.waiting import wait_until
 from agents.vocab import DLX, EXCHANGE, FICTIONAL, NON_FICTIONAL

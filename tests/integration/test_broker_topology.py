@@ -8,11 +8,11 @@ import pika
 import pytest
 
 from agents.core.broker import RabbitBroker, connection_parameters, queue_arguments, setup_topology
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.settings import BrokerSettings, load_settings
 from agents.ports import BrokerError, TopologyError
 from agents.testing import LogCapture
+from agents.testing.clock import FakeClock
 from agents.vocab import (
     ANOMALY_QUEUE,
     DEAD_LETTER_QUEUE,

@@ -21,13 +21,13 @@ import pytest
 
 from agents.consumer import Consumer
 from agents.core.broker import connection_parameters
-from agents.core.clock import FakeClock
 from agents.core.metrics import MemorySink
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.messages import Catalogue
 from agents.ports import Broker, Delivery
 from agents.runtime import wire
 from agents.testing import LogCapture, ScriptedClient, consumer_reply
+from agents.testing.clock import FakeClock
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE
 from tests.support.rabbit import drain_queue
 

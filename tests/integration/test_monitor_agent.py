@@ -10,13 +10,13 @@ import pika
 import pytest
 
 from agents.core.broker import connection_parameters
-from agents.core.clock import FakeClock
 from agents.core.metrics import PUBLISH, FileSink, Metrics
 from agents.core.metrics.reader import FileMetricsReader, iter_file
 from agents.core.settings import MonitorSettings, load_settings
 from agents.monitor import Monitor
 from agents.runtime import wire
 from agents.testing import ScriptedClient, monitor_reply
+from agents.testing.clock import FakeClock
 
 pytestmark = pytest.mark.rabbitmq
 

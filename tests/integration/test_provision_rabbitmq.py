@@ -16,7 +16,6 @@ import pika.exceptions
 import pytest
 
 from agents.core.broker import declare_topology
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.provision import (
     ProvisionError,
@@ -26,6 +25,7 @@ from agents.provision import (
     ensure_rabbitmq_user,
     main,
 )
+from agents.testing.clock import FakeClock
 from agents.vocab import DEAD_LETTER_QUEUE, EXCHANGE
 from tests.support.rabbit import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from agents.core.clock import FakeClock
 from agents.core.metrics import MemorySink
 from agents.core.settings import PublisherSettings, load_settings
 from agents.messages import parse_book
 from agents.publisher import Publisher
 from agents.runtime import wire
 from agents.testing import LogCapture, ScriptedClient, publisher_reply
+from agents.testing.clock import FakeClock
 from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq

@@ -22,7 +22,6 @@ import pytest
 
 from agents.consumer import Consumer
 from agents.core.broker import connection_parameters, declare_topology
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import PUBLISH, InfluxSink, MemorySink
 from agents.core.settings import BrokerSettings, ConsumerSettings, load_settings
@@ -30,8 +29,9 @@ from agents.messages import Catalogue, Genre
 from agents.ports import Delivery, MetricPoint
 from agents.runtime import StopFlag, install_signal_handlers, wire
 from agents.testing import LogCapture, ScriptedClient, consumer_reply, parse_line, parse_lines
+from agents.testing.clock import FakeClock
+from agents.testing.influx import FakeInflux
 from agents.vocab import Event
-from tests.faults.toolkit.fake_influx import FakeInflux
 from tests.support.rabbit import drain_queue
 
 pytestmark = pytest.mark.rabbitmq

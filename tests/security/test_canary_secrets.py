@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from agents.testing.claude import FakeMessagesAPI
+from agents.testing.influx import FakeInflux
 from agents.testing.waiting import wait_until
-from tests.faults.toolkit.fake_influx import FakeInflux
 from tests.faults.toolkit.procs import agent_env, read_lines
 from tests.faults.toolkit.rabbit import agent_connections, dedicated_user
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agents.core.clock import FakeClock
 from agents.core.logs import REQUIRED_KEYS, JsonLogger, Level
+from agents.testing.clock import FakeClock
 from tests.stack.stackfiles import (
     DASHBOARDS_DIR,
     GRAFANA_PROVISIONING,

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.core.ai import DecisionEngine
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink, Metrics
 from agents.core.settings import CommonSettings, load_settings
 from agents.runtime import Wiring, wire
 from agents.testing import LogCapture, MemoryBroker, ScriptedClient
+from agents.testing.clock import FakeClock
 
 
 @dataclass

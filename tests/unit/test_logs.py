@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.core.clock import FakeClock
 from agents.core.logs import REQUIRED_KEYS, JsonLogger, Level, Redactor, format_timestamp
+from agents.testing.clock import FakeClock
 
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

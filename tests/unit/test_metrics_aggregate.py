@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.core.clock import FakeClock
 from agents.core.metrics.aggregate import Aggregator
 from agents.core.metrics.line_protocol import parse_line
 from agents.core.metrics.reader import FileMetricsReader
@@ -20,6 +19,7 @@ from agents.core.metrics.recorder import Metrics
 from agents.core.metrics.schema import ANOMALY, CONSUME, PUBLISH
 from agents.core.metrics.sinks import FileSink, MemorySink
 from agents.ports import MetricPoint
+from agents.testing.clock import FakeClock
 
 BASE = {"agent_id": "consumer-1", "agent_type": "consumer"}
 

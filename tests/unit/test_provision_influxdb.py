@@ -18,7 +18,6 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.provision import (
     InfluxProvisionSettings,
@@ -29,6 +28,7 @@ from agents.provision import (
     main,
     parse_duration,
 )
+from agents.testing.clock import FakeClock
 
 TOKEN = "tok-" + "s3cr3t" * 6
 SEVEN_DAYS = 7 * 86_400

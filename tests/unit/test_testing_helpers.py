@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from agents.core.clock import FakeClock
 from agents.core.logs import REQUIRED_KEYS, Level, Redactor
 from agents.testing import (
     AGENT_VARIABLES,
@@ -16,6 +15,7 @@ from agents.testing import (
     parse_line,
     parse_lines,
 )
+from agents.testing.clock import FakeClock
 
 
 def test_capture_goes_through_the_real_json_logger() -> None:

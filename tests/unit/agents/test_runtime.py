@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from agents.core.clock import FakeClock
 from agents.core.logs import JsonLogger
 from agents.core.metrics import MemorySink
 from agents.core.settings import ConsumerSettings, PublisherSettings, load_settings
@@ -29,6 +28,7 @@ from agents.runtime import (
     wire,
 )
 from agents.testing import MemoryBroker
+from agents.testing.clock import FakeClock
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -25,7 +25,7 @@ from agents.core.ai.guard import (
 )
 from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES, Price
-from agents.core.clock import FakeClock
+from agents.testing.clock import FakeClock
 
 SONNET = PRICES["claude-sonnet-4-5"]  # $3 / $15: the specification's row
 

@@ -33,10 +33,10 @@ from agents.core.ai.guard import (
 )
 from agents.core.ai.ledger import RedisLedger, SqliteLedger, memory_ledger
 from agents.core.ai.prices import PRICES, Price
-from agents.core.clock import FakeClock
 from agents.core.metrics import MemorySink, Metrics
 from agents.ports import Entry, Ledger, LedgerUnavailable
 from agents.testing import LogCapture
+from agents.testing.clock import FakeClock
 from agents.vocab import Event
 
 SONNET = PRICES["claude-sonnet-4-5"]  # worst case of reserve(1000): $0.0075

@@ -21,9 +21,9 @@ import pytest
 from anthropic import _error_classes
 
 from agents.core.ai.sdk import AnthropicClient
-from agents.core.clock import FakeClock
 from agents.ports import AIError, ModelRequest
 from agents.testing.claude import mock_client
+from agents.testing.clock import FakeClock
 
 URL = "https://api.anthropic.com/v1/messages"
 REQUEST = ModelRequest("consumer", "Message received: genre=fictional", 64, {"type": "object"})
