@@ -16,21 +16,23 @@ from datetime import UTC, datetime
 
 import pika
 
-from agents.messages import GENRES, Catalogue
+from agents.messages import GENRES, Catalogue, Outgoing
 from agents.vocab import QUEUES as QUEUES  # run.py takes it from here
 from benchmarks import rabbit
 
 
-def make_bodies(count: int, seed: int = 7) -> list[tuple[str, bytes, str]]:
-    """`count` valid book messages as (routing key, body, message id), genres alternating."""
+def make_messages(count: int, seed: int, publisher_id: str = "publisher-1") -> list[Outgoing]:
+    """`count` valid book messages, genres alternating, built by the publisher agent's own fast
+    path (byte for byte what `Catalogue.make(...).to_json()` gives, at a fraction of the cost)."""
     catalogue = Catalogue.load()
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    out: list[tuple[str, bytes, str]] = []
-    for i in range(count):
-        book = catalogue.make(GENRES[i % 2], "publisher-1", rng, now)
-        out.append((book.genre, book.to_json(), str(book.message_id)))
-    return out
+    return [catalogue.make_outgoing(GENRES[i % 2], publisher_id, rng, now) for i in range(count)]
+
+
+def make_bodies(count: int, seed: int = 7) -> list[tuple[str, bytes, str]]:
+    """`count` valid book messages as (routing key, body, message id), genres alternating."""
+    return [(m.genre, m.body, m.message_id) for m in make_messages(count, seed)]
 
 
 def pika_publish(vhost: str, bodies: Sequence[tuple[str, bytes, str]]) -> float:

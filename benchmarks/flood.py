@@ -16,32 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
-from datetime import UTC, datetime
 
 import pika
 
-from agents.messages import GENRES, Catalogue
 from agents.vocab import EXCHANGE
 from benchmarks import rabbit
-
-
-def build(count: int, seed: int) -> list[tuple[str, str, bytes]]:
-    catalogue = Catalogue.load()
-    rng = random.Random(seed)
-    now = datetime.now(UTC)
-    out: list[tuple[str, str, bytes]] = []
-    for i in range(count):
-        message = catalogue.make_outgoing(GENRES[i % 2], "flood", rng, now)
-        out.append((message.genre, message.message_id, message.body))
-    return out
+from benchmarks.baselines import make_messages
 
 
 def run(vhost: str, rate: float, seconds: float, sent_path: str, seed: int) -> dict[str, float]:
     total = int(rate * seconds)
-    bodies = build(total, seed)
+    messages = make_messages(total, seed, publisher_id="flood")
     connection = pika.BlockingConnection(rabbit.params(vhost))
     channel = connection.channel()
     sent_file = open(sent_path, "w", buffering=1 << 20)  # noqa: SIM115 (closed below)
@@ -58,19 +45,19 @@ def run(vhost: str, rate: float, seconds: float, sent_path: str, seed: int) -> d
                 continue
             lag_max = max(lag_max, (due - sent) / rate)
             while sent < due:
-                key, message_id, body = bodies[sent]
+                message = messages[sent]
                 channel.basic_publish(
                     EXCHANGE,
-                    key,
-                    body,
+                    message.genre,
+                    message.body,
                     pika.BasicProperties(
                         content_type="application/json",
                         delivery_mode=2,
-                        message_id=message_id,
+                        message_id=message.message_id,
                         timestamp=int(now),
                     ),
                 )
-                sent_file.write(f"{message_id} {time.time():.6f}\n")
+                sent_file.write(f"{message.message_id} {time.time():.6f}\n")
                 sent += 1
         elapsed = time.time() - started
     finally:
