@@ -30,6 +30,12 @@ def install(session: nox.Session, *groups: str) -> None:
     )
 
 
+def pytest(session: nox.Session, *args: str, groups: tuple[str, ...] = ("test",)) -> None:
+    """Install `groups`, then pytest with `args` and whatever follows `--` on the nox line."""
+    install(session, *groups)
+    session.run("pytest", *args, *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, mypy --strict."""
@@ -43,22 +49,19 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Everything that runs without Docker, the RabbitMQ integration tier included."""
-    install(session, "test")
-    session.run(
-        "pytest",
+    pytest(
+        session,
         "-m",
         "not docker and not bench and not scenario",
         "--block-network",
         "--allowed-hosts=127.0.0.1,localhost,::1",
-        *session.posargs,
     )
 
 
 @nox.session(python=PYTHON, default=False)
 def e2e(session: nox.Session) -> None:
     """The compose stack end to end (needs a Docker engine; skips with a reason otherwise)."""
-    install(session, "test")
-    session.run("pytest", "-m", "docker", "tests/e2e", *session.posargs)
+    pytest(session, "-m", "docker", "tests/e2e")
 
 
 @nox.session(python=PYTHON, default=False)
@@ -80,8 +83,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def faults(session: nox.Session) -> None:
     """Long fault-injection scenarios; writes benchmarks/results/faults.json."""
-    install(session, "test", "bench")
-    session.run("pytest", "-m", "faults", "tests/faults", "--run-long-faults", *session.posargs)
+    pytest(session, "-m", "faults", "tests/faults", "--run-long-faults", groups=("test", "bench"))
 
 
 @nox.session(python=PYTHON, default=False)
@@ -95,15 +97,7 @@ def dashboards(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def scenarios(session: nox.Session) -> None:
     """The demo scenarios end to end (minutes each); writes benchmarks/results/scenarios.json."""
-    install(session, "test")
-    session.run(
-        "pytest",
-        "-m",
-        "scenario",
-        "tests/integration/test_scenarios_e2e.py",
-        "-s",
-        *session.posargs,
-    )
+    pytest(session, "-m", "scenario", "tests/integration/test_scenarios_e2e.py", "-s")
 
 
 @nox.session(python=PYTHON, default=False)
