@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agents.testing import clean_env
+from agents.testing.waiting import wait_until
 from agents.vocab import QUEUES, Event
 from benchmarks import rabbit, stats
 
@@ -222,19 +223,18 @@ def warm_up(vhost: str, logs: Sequence[Path], count: int = 40, timeout: float = 
 
     before = consumed_lines(logs)
     rabbit.prefill(vhost, make_bodies(count, seed=99))
-    deadline = time.monotonic() + timeout
-    while consumed_lines(logs) < before + count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"consumer agents did not handle {count} warm-up messages")
-        time.sleep(0.1)
+    wait_until(
+        lambda: consumed_lines(logs) >= before + count,
+        timeout,
+        f"consumer agents to handle {count} warm-up messages",
+    )
 
 
 def _wait_consuming(vhost: str, count: int, timeout: float) -> None:
     """Until each queue has `count` consumers (agents connected and registered)."""
     import pika
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def consuming() -> bool:
         try:
             connection = pika.BlockingConnection(rabbit.params(vhost))
             try:
@@ -244,13 +244,11 @@ def _wait_consuming(vhost: str, count: int, timeout: float) -> None:
                 ]
             finally:
                 connection.close()
-            if all(c >= count for c in seen):
-                return
-        except Exception:  # noqa: S110 (queues not declared yet: the agents declare them)
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} consumer agents did not start consuming in {timeout}s")
-        time.sleep(0.2)
+        except Exception:  # queues not declared yet: the agents declare them
+            return False
+        return all(c >= count for c in seen)
+
+    wait_until(consuming, timeout, f"{count} consumer agents consuming", interval=0.2)
 
 
 def e2e_latencies(sent_log: Path, agent_logs: Sequence[Path]) -> list[float]:
