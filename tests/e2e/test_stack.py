@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agents.core.management import ApiStatusError, ManagementClient
 from agents.provision import ProvisionError, UrllibHttp, agents_permission_pattern
 from agents.testing import parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUES
@@ -56,7 +57,8 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
             if result:
                 return result
             last = result
-        except (ProvisionError, KeyError, ValueError, TypeError) as exc:
+        # ApiStatusError: the management API's "not yet" (a 404 until a queue or user exists).
+        except (ProvisionError, ApiStatusError, KeyError, ValueError, TypeError) as exc:
             last = exc
         if time.monotonic() >= deadline:
             pytest.fail(f"{what}: not within {timeout:.0f} s (last: {last!r})"[:500], pytrace=False)
@@ -80,8 +82,13 @@ def grafana_auth(stack: Stack) -> dict[str, str]:
 
 def rabbit(stack: Stack, path: str) -> Any:
     env = stack.env
-    auth = basic(env["RABBITMQ_ADMIN_USER"], env["RABBITMQ_ADMIN_PASS"])
-    return get(stack.url("RABBITMQ_MANAGEMENT_PORT") + path, auth)
+    api = ManagementClient(
+        stack.url("RABBITMQ_MANAGEMENT_PORT"),
+        env["RABBITMQ_ADMIN_USER"],
+        env["RABBITMQ_ADMIN_PASS"],
+        http=HTTP,
+    )
+    return api.get(path)
 
 
 def consumers_at_least(stack: Stack, queue: str, count: int) -> bool | None:
