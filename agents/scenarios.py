@@ -98,12 +98,11 @@ class Injector:
 
     def consumers_ready(self, stop: StopFlag) -> bool:
         """Wait until every book queue has a consumer, so injected traffic meets running agents."""
+        from agents.core.broker import passive_consumers
+
         waited = 0.0
         while not stop.is_set() and waited < CONSUMERS_READY_TIMEOUT_S:
-            counts = [
-                self._channel.queue_declare(q, passive=True).method.consumer_count for q in QUEUES
-            ]
-            if min(counts) >= 1:
+            if min(passive_consumers(self._channel, q) for q in QUEUES) >= 1:
                 return True
             self._connection.sleep(0.5)
             waited += 0.5

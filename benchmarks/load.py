@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from agents.core.broker import passive_consumers
 from agents.testing import clean_env
 from agents.testing.waiting import wait_until
 from agents.vocab import QUEUES, Event
@@ -239,9 +240,7 @@ def _wait_consuming(vhost: str, count: int, timeout: float) -> None:
             connection = pika.BlockingConnection(rabbit.params(vhost))
             try:
                 channel = connection.channel()
-                seen = [
-                    channel.queue_declare(q, passive=True).method.consumer_count for q in QUEUES
-                ]
+                seen = [passive_consumers(channel, q) for q in QUEUES]
             finally:
                 connection.close()
         except Exception:  # queues not declared yet: the agents declare them

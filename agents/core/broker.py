@@ -265,6 +265,11 @@ def passive_depth(channel: Any, queue: str) -> int:
     return int(channel.queue_declare(queue=queue, passive=True).method.message_count)
 
 
+def passive_consumers(channel: Any, queue: str) -> int:
+    """Consumers registered on `queue`, by the same passive declare as `passive_depth`."""
+    return int(channel.queue_declare(queue=queue, passive=True).method.consumer_count)
+
+
 class DepthReader:
     """Queue depths on a connection of its own, for code beside the agents (the console's
     status line, the fleet's drain at shutdown) that must not share an agent's connection and
