@@ -13,7 +13,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from agents.core.broker import passive_depth
+from agents.core.broker import passive_consumers, passive_depth
 from agents.core.management import ApiError, ApiStatusError, ManagementClient
 from agents.testing.waiting import wait_until
 from agents.vocab import EXCHANGE
@@ -117,7 +117,7 @@ class QueueInspector:
         return passive_depth(self.channel(), queue)
 
     def consumers(self, queue: str) -> int:
-        return int(self.channel().queue_declare(queue, passive=True).method.consumer_count)
+        return passive_consumers(self.channel(), queue)
 
     def unacked(self, queue: str) -> int:
         return int(self.queue_info(queue).get("messages_unacknowledged", 0))
