@@ -17,13 +17,13 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-QUEUES: tuple[str, ...] = ("fictional", "non-fictional")
+from agents.vocab import QUEUES, AgentType
+
 AGENT_ID_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 # In an agent id, replaced by the container's hostname (Docker: the short container id), so
 # every replica of a scaled service (`docker compose up --scale consumer=4`) has its own id.
 HOSTNAME_PLACEHOLDER = "{hostname}"
 
-AgentType = Literal["publisher", "consumer", "monitor"]
 QueueType = Literal["quorum", "classic"]
 
 # RabbitMQ's own limits that the settings are checked against.
