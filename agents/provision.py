@@ -70,6 +70,16 @@ def wait_until_up(
         clock.sleep(interval)
 
 
+def _accepted(reply: Response, what: str, ok: Sequence[int], refused: str) -> Response:
+    """`reply` when its status is in `ok`. A 401 raises `refused` whatever `ok` allows: a wrong
+    credential is final (waiting cannot fix it), and `refused` names the setting to fix."""
+    if reply.status == 401:
+        raise ProvisionError(refused)
+    if reply.status not in ok:
+        raise ProvisionError(f"{what} answered {reply.status}: {error_text(reply.body)}")
+    return reply
+
+
 def parse_duration(text: str) -> int:
     """InfluxDB-style retention ("7d", "168h", "1w"; "0" = forever) in seconds."""
     text = text.strip()
@@ -117,20 +127,14 @@ def ensure_influxdb(
     base = settings.influxdb_url.rstrip("/")
     auth = {"Authorization": f"Token {settings.influxdb_token.get_secret_value()}"}
     changed: list[str] = []
+    refused = (
+        f"InfluxDB at {base} rejected INFLUXDB_TOKEN (401): it must be the operator "
+        "token the database was first set up with"
+    )
 
     def call(method: str, path: str, body: Any = None, ok: Sequence[int] = (200,)) -> Response:
         reply = http.request(method, base + path, auth, body)
-        if reply.status == 401:
-            raise ProvisionError(
-                f"InfluxDB at {base} rejected INFLUXDB_TOKEN (401): it must be the operator "
-                "token the database was first set up with"
-            )
-        if reply.status not in ok:
-            raise ProvisionError(
-                f"InfluxDB {method} {path.split('?')[0]} answered {reply.status}: "
-                f"{error_text(reply.body)}"
-            )
-        return reply
+        return _accepted(reply, f"InfluxDB {method} {path.split('?')[0]}", ok, refused)
 
     def healthy() -> bool:
         reply = http.request("GET", base + "/health", {})
@@ -252,20 +256,14 @@ def ensure_rabbitmq_user(
     )
     base = client.base_url
     vhost, user = quote(settings.rabbitmq_vhost), quote(settings.rabbitmq_user)
+    refused = (
+        f"RabbitMQ management at {base} refused RABBITMQ_ADMIN_USER "
+        f"{settings.rabbitmq_admin_user!r} (401)"
+    )
 
     def call(method: str, path: str, body: Any = None, ok: Sequence[int] = (200,)) -> Response:
         reply = client.request(method, path, body)
-        if reply.status == 401:
-            raise ProvisionError(
-                f"RabbitMQ management at {base} refused RABBITMQ_ADMIN_USER "
-                f"{settings.rabbitmq_admin_user!r} (401)"
-            )
-        if reply.status not in ok:
-            raise ProvisionError(
-                f"RabbitMQ management {method} {path} answered {reply.status}: "
-                f"{error_text(reply.body)}"
-            )
-        return reply
+        return _accepted(reply, f"RabbitMQ management {method} {path}", ok, refused)
 
     def answering() -> bool:
         # 401 fails at once (waiting cannot fix a password); anything else but 200 is "not yet".
