@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pika
 import pytest
@@ -37,23 +37,10 @@ PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itse
 
 
 @pytest.fixture
-def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
-    return load_settings(BrokerSettings)
-
-
-@pytest.fixture
-def logs() -> LogCapture:
-    return LogCapture()
-
-
-@pytest.fixture
-def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]:
-    broker = RabbitBroker(
-        settings, JsonLogger("consumer-9", "consumer", stream=logs), max_backoff=0.2
-    )
-    broker.connect()
-    yield broker
-    broker.close()
+def broker_options() -> dict[str, float]:
+    """The `broker` fixture's reconnection backs off at most 0.2 s, so an outage shows several
+    attempts within a second."""
+    return {"max_backoff": 0.2}
 
 
 def pump_until(broker: RabbitBroker, done: Callable[[], bool]) -> None:
