@@ -25,7 +25,7 @@ from agents.testing import clean_env, parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.integration.test_shutdown_agent import BlackHole
 from tests.support.fleet import fleet_process
-from tests.support.rabbit import drain_queue, management
+from tests.support.rabbit import drain_queue, management, queue_depths
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40
@@ -66,16 +66,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def queue_depths(settings: BrokerSettings) -> dict[str, int]:
-    """Messages in each main queue, read from outside the fleet (passive declare)."""
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        return {q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES}
-    finally:
-        connection.close()
 
 
 @pytest.mark.rabbitmq
