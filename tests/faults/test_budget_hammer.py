@@ -12,7 +12,6 @@ slide and restarts happen many times within a short run. What this rules out:
 
 from __future__ import annotations
 
-import itertools
 import json
 import multiprocessing
 import os
@@ -27,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from agents.core.ai.guard import GuardLimits
-from agents.core.ai.ledger import RedisLedger, SqliteLedger, max_window_sum
-from agents.ports import Entry, Ledger
+from agents.core.ai.ledger import RedisLedger, SqliteLedger
+from agents.ports import Ledger
 from agents.testing.waiting import wait_until
+from tests.support.guard import assert_within_caps, guard_limits, worst_windows
 
 from .toolkit.ledger_worker import main as worker_main
 from .toolkit.report import FaultReport
@@ -39,9 +38,8 @@ pytestmark = [pytest.mark.faults]
 
 FORK = multiprocessing.get_context("fork")
 
-LIMITS = GuardLimits(
+LIMITS = guard_limits(
     min_interval_s=0.05,
-    max_tokens=300,
     max_tokens_per_hour=6_000,
     max_usd_per_10min=0.009,
     max_usd_per_hour=0.02,
@@ -80,39 +78,6 @@ class Hammer:
             if process.is_alive():
                 process.kill()
             process.join(10)
-
-
-def replay(entries: list[Entry], lim: GuardLimits) -> dict[str, float]:
-    """The worst window of every cap, from the recorded ledger alone."""
-    worst = {
-        "fleet_10min": max_window_sum([(e.at, e.usd) for e in entries], lim.short_window_s),
-        "fleet_hour": max_window_sum([(e.at, e.usd) for e in entries], lim.long_window_s),
-        "agent_10min": 0.0,
-        "agent_hour": 0.0,
-        "agent_tokens_hour": 0.0,
-        "min_gap_s": float("inf"),
-    }
-    for name in {e.agent for e in entries}:
-        mine = [e for e in entries if e.agent == name]
-        usd = [(e.at, e.usd) for e in mine]
-        worst["agent_10min"] = max(worst["agent_10min"], max_window_sum(usd, lim.short_window_s))
-        worst["agent_hour"] = max(worst["agent_hour"], max_window_sum(usd, lim.long_window_s))
-        tokens = max_window_sum([(e.at, float(e.tokens)) for e in mine], lim.long_window_s)
-        worst["agent_tokens_hour"] = max(worst["agent_tokens_hour"], tokens)
-        times = sorted(e.at for e in mine)
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        worst["min_gap_s"] = min([worst["min_gap_s"], *gaps])
-    return worst
-
-
-def assert_within_caps(worst: dict[str, float], lim: GuardLimits) -> None:
-    eps = 1e-9
-    assert worst["fleet_10min"] <= lim.fleet_max_usd_per_10min + eps, worst
-    assert worst["fleet_hour"] <= lim.fleet_max_usd_per_hour + eps, worst
-    assert worst["agent_10min"] <= lim.max_usd_per_10min + eps, worst
-    assert worst["agent_hour"] <= lim.max_usd_per_hour + eps, worst
-    assert worst["agent_tokens_hour"] <= lim.max_tokens_per_hour, worst
-    assert worst["min_gap_s"] + 1e-6 >= lim.min_interval_s, worst
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -186,7 +151,7 @@ def run_hammer(
     finally:
         hammer.stop_all()
     entries = ledger.entries()
-    worst = replay(entries, LIMITS)
+    worst = worst_windows(entries, LIMITS)
     states = {
         s: sum(e.state == s for e in entries) for s in ("reserved", "settled", "released", "kept")
     }

@@ -6,15 +6,13 @@ independently of the code under test."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pytest
 
 from agents.core.broker import DepthReader, RabbitBroker, connection_parameters
-from agents.core.logs import JsonLogger
-from agents.core.settings import BrokerSettings, load_settings
+from agents.core.settings import BrokerSettings
 from agents.ports import Delivery
 from agents.testing import LogCapture
 from agents.testing.waiting import pump_until, wait_until
@@ -31,24 +29,6 @@ from tests.support.rabbit import drain_queue
 pytestmark = pytest.mark.rabbitmq
 
 Raw = tuple[Any, pika.BasicProperties, bytes]
-
-
-@pytest.fixture
-def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
-    return load_settings(BrokerSettings)
-
-
-@pytest.fixture
-def logs() -> LogCapture:
-    return LogCapture()
-
-
-@pytest.fixture
-def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]:
-    broker = RabbitBroker(settings, JsonLogger("consumer-9", "consumer", stream=logs))
-    broker.connect()
-    yield broker
-    broker.close()
 
 
 def drain(settings: BrokerSettings, queue: str) -> list[Raw]:

@@ -10,18 +10,11 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pika
 import pytest
 
-from agents.core.broker import (
-    RabbitBroker,
-    connection_parameters,
-    passive_depth,
-    queue_arguments,
-    setup_topology,
-)
+from agents.core.broker import RabbitBroker, queue_arguments, setup_topology
 from agents.core.logs import JsonLogger
 from agents.core.management import ManagementClient
 from agents.core.settings import BrokerSettings, load_settings
@@ -31,29 +24,16 @@ from agents.testing.clock import FakeClock
 from agents.testing.waiting import pump_until as pump
 from agents.testing.waiting import wait_until
 from agents.vocab import DLX, EXCHANGE, FICTIONAL, NON_FICTIONAL
-from tests.support.rabbit import MGMT_URL, RABBIT_HOST, management
+from tests.support.rabbit import MGMT_URL, RABBIT_HOST, management, queue_depths
 
 PASSWORD = "Never-Show-Me-7f3a"  # no redactor in these loggers: the broker itself must not leak it
 
 
 @pytest.fixture
-def settings(rabbit_env: dict[str, str]) -> BrokerSettings:
-    return load_settings(BrokerSettings)
-
-
-@pytest.fixture
-def logs() -> LogCapture:
-    return LogCapture()
-
-
-@pytest.fixture
-def broker(settings: BrokerSettings, logs: LogCapture) -> Iterator[RabbitBroker]:
-    broker = RabbitBroker(
-        settings, JsonLogger("consumer-9", "consumer", stream=logs), max_backoff=0.2
-    )
-    broker.connect()
-    yield broker
-    broker.close()
+def broker_options() -> dict[str, float]:
+    """The `broker` fixture's reconnection backs off at most 0.2 s, so an outage shows several
+    attempts within a second."""
+    return {"max_backoff": 0.2}
 
 
 def pump_until(broker: RabbitBroker, done: Callable[[], bool]) -> None:
@@ -77,14 +57,6 @@ def close_vhost_connections(vhost: str) -> None:
     listed = wait_until(lambda: api.connections(vhost), 15, f"a connection in vhost {vhost}")
     for connection in listed:
         api.close_connection(connection["name"], "test")
-
-
-def ready_count(settings: BrokerSettings, queue: str) -> int:
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        return passive_depth(connection.channel(), queue)
-    finally:
-        connection.close()
 
 
 def closed_port() -> int:
@@ -120,7 +92,8 @@ def test_lost_connection_reconnects_reregisters_and_unacked_are_redelivered(
     held[6].ack()
     broker.process_events(0.1)
     broker.close()
-    assert ready_count(settings, FICTIONAL) == 0  # every ack on the new channel counted
+    # Every ack on the new channel counted.
+    assert queue_depths(settings, [FICTIONAL]) == {FICTIONAL: 0}
 
     assert broker.reconnects == 1
     [lost] = logs.where(level="ERROR")
@@ -142,7 +115,7 @@ def test_publish_on_a_dropped_connection_raises_then_recovers(
     broker.publish(FICTIONAL, b"{}", message_id="after")  # reconnects on the way
 
     assert broker.reconnects == 1
-    assert ready_count(settings, FICTIONAL) == 1
+    assert queue_depths(settings, [FICTIONAL]) == {FICTIONAL: 1}
 
 
 @pytest.mark.rabbitmq

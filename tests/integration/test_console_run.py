@@ -4,7 +4,6 @@ full JSON. The first line comes before any heavy import."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -14,20 +13,19 @@ import pexpect
 import pytest
 
 from agents.core.logs import REQUIRED_KEYS
-from agents.testing import clean_env, parse_lines
-from tests.integration.test_fleet_run import FAST, ROOT, free_port
+from agents.testing import parse_lines
+from tests.support.fleet import replay_env, unreachable_broker_env
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 HEAVY = ("pydantic", "pika", "anthropic", "influxdb_client", "rich", "httpx")
 
 
 def test_the_first_line_comes_before_any_heavy_import(tmp_path: Path) -> None:
-    env = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(free_port())}
     started = time.monotonic()
     child = pexpect.spawn(
         sys.executable,
         ["-X", "importtime", "-m", "agents", "run", "--duration", "1"],
-        env=env,
+        env=unreachable_broker_env(),
         cwd=str(tmp_path),
         encoding="utf-8",
         timeout=60,
@@ -51,13 +49,7 @@ def test_a_terminal_gets_the_readable_view_and_the_log_file_the_json(
     rabbit_env: dict[str, str], tmp_path: Path
 ) -> None:
     log_file = tmp_path / "fleet.jsonl"
-    env = clean_env(
-        drop=("DRY_RUN",),
-        **FAST,
-        METRICS_FILE=str(tmp_path / "metrics.lp"),
-        CASSETTES_DIR=str(ROOT / "cassettes"),
-        TERM="xterm-256color",
-    )
+    env = replay_env(tmp_path / "metrics.lp", TERM="xterm-256color")
     child = pexpect.spawn(
         sys.executable,
         ["-m", "agents", "run", "--log-file", str(log_file)],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,27 +20,13 @@ import pytest
 from agents.core.broker import connection_parameters, declare_topology
 from agents.core.logs import REQUIRED_KEYS
 from agents.core.settings import BrokerSettings, load_settings
-from agents.testing import clean_env, parse_lines
+from agents.testing import parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.integration.test_shutdown_agent import BlackHole
-from tests.support.fleet import fleet_process
-from tests.support.rabbit import drain_queue, management
+from tests.support.fleet import FAST, fleet_process, replay_env, unreachable_broker_env
+from tests.support.rabbit import drain_queue, management, queue_depths
 
-ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 40
-
-FAST = {
-    # Everything the spec does per minute, done every few seconds, so 40 s covers it all.
-    "FICTIONAL_INTERVAL_SECONDS": "0.2",
-    "NONFICTIONAL_INTERVAL_SECONDS": "0.4",
-    "MIN_PUBLISH_INTERVAL_SECONDS": "0.1",
-    "DECISION_INTERVAL_SECONDS": "5",
-    "AI_DECISION_RATE": "0.3",
-    "AI_CALL_INTERVAL_SECONDS": "1",
-    "BATCH_MAX_WAIT_SECONDS": "1",
-    "CHECK_INTERVAL_SECONDS": "10",
-    "QUEUE_SAMPLE_INTERVAL_SECONDS": "1",
-}
 
 
 def queued(settings: BrokerSettings, queue: str) -> list[bytes]:
@@ -60,22 +45,6 @@ def agents_run(
         timeout=timeout,
         cwd=cwd,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def queue_depths(settings: BrokerSettings) -> dict[str, int]:
-    """Messages in each main queue, read from outside the fleet (passive declare)."""
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        return {q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES}
-    finally:
-        connection.close()
 
 
 @pytest.mark.rabbitmq
@@ -187,8 +156,7 @@ def test_a_stop_signal_exits_0_whoever_delivers_it(
 
 
 def test_unreachable_rabbitmq_is_one_line_with_how_to_start_one(tmp_path: Path) -> None:
-    env = {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(free_port())}
-    result = agents_run(5, env, tmp_path, timeout=30)
+    result = agents_run(5, unreachable_broker_env(), tmp_path, timeout=30)
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -231,12 +199,7 @@ def test_a_user_without_configure_permission_is_one_line_not_a_traceback(
 def test_fleet_run_loses_nothing_and_logs_the_specified_shapes(
     rabbit_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = clean_env(  # replay: no API key, the repository's cassettes
-        drop=("DRY_RUN",),
-        **FAST,
-        METRICS_FILE=str(tmp_path / "metrics.lp"),
-        CASSETTES_DIR=str(ROOT / "cassettes"),
-    )
+    env = replay_env(tmp_path / "metrics.lp")
     started = time.monotonic()
     result = agents_run(DURATION_S, env, tmp_path, timeout=DURATION_S + 60)
     took = time.monotonic() - started

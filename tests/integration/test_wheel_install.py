@@ -20,13 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES, connection_parameters
+from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from agents.core.settings import BrokerSettings, load_settings
 from agents.testing import clean_env, parse_lines
-from tests.support.rabbit import drain_queue, management
+from tests.support.rabbit import drain_queue, management, queue_depths
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 20
@@ -97,15 +96,6 @@ def install(venv: Path) -> float:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return time.monotonic() - started
-
-
-def queue_depths(settings: BrokerSettings) -> dict[str, int]:
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        return {q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES}
-    finally:
-        connection.close()
 
 
 def broker_published(vhost: str, at_least: int, timeout_s: float = 15.0) -> int:

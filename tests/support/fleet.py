@@ -1,11 +1,13 @@
 """`agents run` as a real process in its own session (process group), its merged JSON log lines
-collected on a thread so a test can wait on them, and a guaranteed cleanup of the whole group."""
+collected on a thread so a test can wait on them, and a guaranteed cleanup of the whole group;
+the environments the fleet tests run it in."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,9 +16,48 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agents.testing import parse_line
+from agents.testing import clean_env, parse_line
 
 Line = dict[str, Any]
+
+CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
+
+FAST = {
+    # Everything the spec does per minute, done every few seconds, so 40 s covers it all.
+    "FICTIONAL_INTERVAL_SECONDS": "0.2",
+    "NONFICTIONAL_INTERVAL_SECONDS": "0.4",
+    "MIN_PUBLISH_INTERVAL_SECONDS": "0.1",
+    "DECISION_INTERVAL_SECONDS": "5",
+    "AI_DECISION_RATE": "0.3",
+    "AI_CALL_INTERVAL_SECONDS": "1",
+    "BATCH_MAX_WAIT_SECONDS": "1",
+    "CHECK_INTERVAL_SECONDS": "10",
+    "QUEUE_SAMPLE_INTERVAL_SECONDS": "1",
+}
+
+
+def replay_env(metrics_file: Path, **overrides: str) -> dict[str, str]:
+    """A clean environment for a FAST run in replay (no API key, the repository's cassettes)
+    with metrics to a file; the broker variables `rabbit_env` set are kept."""
+    return clean_env(
+        drop=("DRY_RUN",),
+        **FAST,
+        METRICS_FILE=str(metrics_file),
+        CASSETTES_DIR=str(CASSETTES),
+        **overrides,
+    )
+
+
+def free_port() -> int:
+    """A local port nothing listens on once this returns."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unreachable_broker_env() -> dict[str, str]:
+    """This process's environment with RabbitMQ pointed at a port nothing listens on."""
+    return {**os.environ, "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": str(free_port())}
 
 
 class RunningFleet:

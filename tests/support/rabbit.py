@@ -6,14 +6,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import pika
 import pytest
 
-from agents.core.broker import connection_parameters
+from agents.core.broker import connection_parameters, passive_depth
 from agents.core.management import ManagementClient
 from agents.core.settings import CommonSettings
+from agents.vocab import QUEUES
 
 RABBIT_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
 RABBIT_PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
@@ -101,5 +103,16 @@ def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, by
             if method is None:
                 return found
             found.append((method, properties, body))
+    finally:
+        connection.close()
+
+
+def queue_depths(settings: CommonSettings, queues: Sequence[str] = QUEUES) -> dict[str, int]:
+    """Ready messages in each of `queues` (passive declares), read over a plain pika connection
+    of its own, from outside whatever is under test."""
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        return {queue: passive_depth(channel, queue) for queue in queues}
     finally:
         connection.close()

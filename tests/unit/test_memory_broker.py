@@ -21,6 +21,16 @@ def fill(broker: MemoryBroker, count: int, queue: str = FICTIONAL) -> None:
         broker.publish(queue, b"{}", message_id=f"{queue}-{i}")
 
 
+def holding(count: int, prefetch: int) -> tuple[MemoryBroker, list[Delivery]]:
+    """A broker with `count` fictional messages, consumed by a handler that leaves each delivery
+    unsettled in the returned list (the test settles them)."""
+    broker = MemoryBroker()
+    fill(broker, count)
+    held: list[Delivery] = []
+    broker.consume([FICTIONAL], held.append, prefetch=prefetch)
+    return broker, held
+
+
 def test_join_delivers_until_the_consumed_queues_are_drained() -> None:
     broker = MemoryBroker()
     fill(broker, 5)
@@ -71,19 +81,13 @@ def test_join_without_fail_fast_lets_the_broker_dead_letter_the_poison() -> None
 
 
 def test_join_times_out_naming_what_is_held() -> None:
-    broker = MemoryBroker()
-    fill(broker, 3)
-    held: list[Delivery] = []
-    broker.consume([FICTIONAL], held.append, prefetch=2)
+    broker, _ = holding(3, prefetch=2)
     with pytest.raises(TimeoutError, match=r"'fictional': \{'ready': 1, 'unsettled': 2\}"):
         broker.join(timeout=0.05)
 
 
 def test_join_wakes_when_another_thread_settles() -> None:
-    broker = MemoryBroker()
-    fill(broker, 2)
-    held: list[Delivery] = []
-    broker.consume([FICTIONAL], held.append, prefetch=1)
+    broker, held = holding(2, prefetch=1)
     broker.process_events(0)
     (first,) = held
 
@@ -129,10 +133,7 @@ def test_pinned_depths_win_over_the_queues() -> None:
 
 
 def test_settling_a_tag_twice_loses_the_channel_like_the_server() -> None:
-    broker = MemoryBroker()
-    fill(broker, 3)
-    held: list[Delivery] = []
-    broker.consume([FICTIONAL], held.append, prefetch=5)
+    broker, held = holding(3, prefetch=5)
     broker.process_events(0)
     held[2].ack(multiple=True)  # settles tags 1-3 on the server ...
     held[0].ack()  # ... so this is tag 1 acked twice: 406, the channel closes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from pathlib import Path
 
@@ -19,27 +20,21 @@ from agents.core.ai.guard import (
     TEN_MINUTES,
     TOKEN_BUDGET,
     CostGuard,
-    GuardLimits,
     Refused,
     Reservation,
 )
 from agents.core.ai.ledger import SqliteLedger
 from agents.core.ai.prices import PRICES, Price
 from agents.testing.clock import FakeClock
+from tests.support.guard import guard_limits
 
 SONNET = PRICES["claude-sonnet-4-5"]  # $3 / $15: the specification's row
 
 
-def limits(**kw: float) -> GuardLimits:
-    base = dict(
-        min_interval_s=0.0,
-        max_tokens=300,
-        max_tokens_per_hour=50_000,
-        max_usd_per_10min=0.02,
-        max_usd_per_hour=0.09,
-    )
-    base.update(kw)
-    return GuardLimits(**base)  # type: ignore[arg-type]
+# One agent's budget and caps (no fleet caps); a test overrides the limit it is about.
+limits = functools.partial(
+    guard_limits, max_tokens_per_hour=50_000, max_usd_per_10min=0.02, max_usd_per_hour=0.09
+)
 
 
 def test_rate_limiter_allows_one_call_per_interval() -> None:

@@ -7,7 +7,7 @@ be read refuses the call.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,16 +28,16 @@ from agents.core.ai.guard import (
     SPEND_CAP_10MIN,
     TEN_MINUTES,
     CostGuard,
-    GuardLimits,
     Refused,
 )
-from agents.core.ai.ledger import RedisLedger, SqliteLedger, memory_ledger
+from agents.core.ai.ledger import RedisLedger, SqliteLedger, max_window_sum, memory_ledger
 from agents.core.ai.prices import PRICES, Price
 from agents.core.metrics import MemorySink, Metrics
 from agents.ports import Entry, Ledger, LedgerUnavailable
 from agents.testing import LogCapture
 from agents.testing.clock import FakeClock
 from agents.vocab import Event
+from tests.support.guard import check_replay, guard_limits
 
 SONNET = PRICES["claude-sonnet-4-5"]  # worst case of reserve(1000): $0.0075
 WORST = 0.0075
@@ -45,18 +45,16 @@ WORST = 0.0075
 Factory = Callable[[], Ledger]
 
 
-def limits(**kw: float) -> GuardLimits:
-    base: dict[str, float] = dict(
-        min_interval_s=0.0,
-        max_tokens=300,
-        max_tokens_per_hour=1_000_000,
-        max_usd_per_10min=1.0,
-        max_usd_per_hour=1.0,
-        fleet_max_usd_per_10min=0.02,
-        fleet_max_usd_per_hour=0.09,
-    )
-    base.update(kw)
-    return GuardLimits(**base)  # type: ignore[arg-type]
+# Each agent's own caps far above the fleet's, so the fleet caps are what bind; a test overrides
+# the limit it is about.
+limits = functools.partial(
+    guard_limits,
+    max_tokens_per_hour=1_000_000,
+    max_usd_per_10min=1.0,
+    max_usd_per_hour=1.0,
+    fleet_max_usd_per_10min=0.02,
+    fleet_max_usd_per_hour=0.09,
+)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -316,30 +314,6 @@ def test_gauges_per_window_and_threshold_events_at_50_80_100_percent() -> None:
 # --- a hypothesis state machine: one ledger, several agents ------------------------------------
 
 
-def worst_window(entries: list[tuple[float, float]], window: float) -> float:
-    worst = 0.0
-    for end, _ in entries:
-        worst = max(worst, sum(v for at, v in entries if end - window < at <= end))
-    return worst
-
-
-def check_replay(entries: list[Entry], lim: GuardLimits) -> None:
-    """No sliding window of the recorded ledger exceeds a cap, per agent or for the fleet, and
-    each agent's admissions are at least its interval apart."""
-    fleet = [(e.at, e.usd) for e in entries]
-    assert worst_window(fleet, lim.short_window_s) <= lim.fleet_max_usd_per_10min + 1e-9
-    assert worst_window(fleet, lim.long_window_s) <= lim.fleet_max_usd_per_hour + 1e-9
-    for name in {e.agent for e in entries}:
-        mine = [e for e in entries if e.agent == name]
-        usd = [(e.at, e.usd) for e in mine]
-        assert worst_window(usd, lim.short_window_s) <= lim.max_usd_per_10min + 1e-9
-        assert worst_window(usd, lim.long_window_s) <= lim.max_usd_per_hour + 1e-9
-        tokens = [(e.at, float(e.tokens)) for e in mine]
-        assert worst_window(tokens, lim.long_window_s) <= lim.max_tokens_per_hour
-        gaps = [b.at - a.at for a, b in itertools.pairwise(mine)]
-        assert all(gap + 1e-6 >= lim.min_interval_s for gap in gaps), (name, gaps)
-
-
 class FleetLedgerMachine(RuleBasedStateMachine):
     """Several simulated agents share one ledger: they reserve, settle, release, keep the worst
     case, crash and restart, while time moves. Replaying the ledger, no window ever exceeds a
@@ -429,4 +403,4 @@ def test_replay_check_catches_an_overshoot() -> None:
     entries.append(Entry(2, "b", TEN_MINUTES - 1, 0.006, 10, 0.006, "settled"))
     with pytest.raises(AssertionError):
         check_replay(entries, lim)
-    assert math.isfinite(worst_window([(e.at, e.usd) for e in entries], TEN_MINUTES))
+    assert math.isfinite(max_window_sum([(e.at, e.usd) for e in entries], TEN_MINUTES))
