@@ -20,6 +20,8 @@ QUEUES: Final[tuple[str, ...]] = (FICTIONAL, NON_FICTIONAL)  # routing key == qu
 DLX: Final = "books.dlx"
 DEAD_LETTER_QUEUE: Final = "books.dead-letter"
 ANOMALY_QUEUE: Final = "books.anomalies"
+# Every queue the topology declares: the two the agents consume, and where rejects and flags go.
+ALL_QUEUES: Final[tuple[str, ...]] = (*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE)
 
 REJECT_REASON_HEADER: Final = "x-reject-reason"
 ORIGINAL_QUEUE_HEADER: Final = "x-original-queue"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pika
 
-from agents.core.broker import passive_depth
+from agents.core.broker import read_depths
 from agents.core.management import ManagementClient
 from agents.testing.waiting import wait_until
 from agents.vocab import EXCHANGE
@@ -66,12 +66,7 @@ def declare(vhost: str) -> None:
 
 
 def depths(vhost: str, queues: Sequence[str]) -> dict[str, int]:
-    connection = pika.BlockingConnection(params(vhost))
-    try:
-        channel = connection.channel()
-        return {q: passive_depth(channel, q) for q in queues}
-    finally:
-        connection.close()
+    return read_depths(params(vhost), queues)
 
 
 def purge(vhost: str, queues: Sequence[str]) -> None:

@@ -265,6 +265,17 @@ def passive_depth(channel: Any, queue: str) -> int:
     return int(channel.queue_declare(queue=queue, passive=True).method.message_count)
 
 
+def read_depths(parameters: pika.ConnectionParameters, queues: Sequence[str]) -> dict[str, int]:
+    """Ready messages in each of `queues`, over a short-lived connection of its own: for a
+    reader outside the code under test (benchmarks, tests) that must not share its connection."""
+    connection = pika.BlockingConnection(parameters)
+    try:
+        channel = connection.channel()
+        return {queue: passive_depth(channel, queue) for queue in queues}
+    finally:
+        connection.close()
+
+
 def passive_consumers(channel: Any, queue: str) -> int:
     """Consumers registered on `queue`, by the same passive declare as `passive_depth`."""
     return int(channel.queue_declare(queue=queue, passive=True).method.consumer_count)

@@ -25,6 +25,7 @@ from agents.ports import Broker, BrokerError, Delivery, PublishError
 from agents.testing import MemoryBroker
 from agents.testing.waiting import pump_until
 from agents.vocab import (
+    ALL_QUEUES,
     ANOMALY_QUEUE,
     DEAD_LETTER_QUEUE,
     DLX,
@@ -38,7 +39,6 @@ from agents.vocab import (
 )
 from tests.support.rabbit import drain_queue
 
-ALL_QUEUES = (*QUEUES, DEAD_LETTER_QUEUE, ANOMALY_QUEUE)
 # Quorum queues count deliveries in a header of their own; it is not part of the message.
 BROKER_HEADERS = {"x-delivery-count"}
 

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import pika
 import pytest
 
-from agents.core.broker import connection_parameters, passive_depth
+from agents.core.broker import connection_parameters, read_depths
 from agents.core.management import ManagementClient
 from agents.core.settings import CommonSettings
 from agents.vocab import QUEUES
@@ -110,9 +110,4 @@ def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, by
 def queue_depths(settings: CommonSettings, queues: Sequence[str] = QUEUES) -> dict[str, int]:
     """Ready messages in each of `queues` (passive declares), read over a plain pika connection
     of its own, from outside whatever is under test."""
-    connection = pika.BlockingConnection(connection_parameters(settings))
-    try:
-        channel = connection.channel()
-        return {queue: passive_depth(channel, queue) for queue in queues}
-    finally:
-        connection.close()
+    return read_depths(connection_parameters(settings), queues)
