@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,22 +48,43 @@ class Interrupted(BaseException):
 
 
 class StopFlag:
-    """Set once by SIGTERM/SIGINT (or a test); agent loops poll it between steps."""
+    """Set once by SIGTERM/SIGINT (or a test); agent loops poll it between steps.
+
+    A signal handler runs in the main thread between two bytecodes of whatever it interrupted,
+    which may be another handler in the middle of setting this flag (Ctrl-C signals the whole
+    group, and the fleet's SIGTERM follows at once). So `request`, which handlers call, only
+    assigns attributes: taking a lock there (as threading.Event.set does) can wait forever on
+    the lock the interrupted frame holds. `wait` therefore also looks at the request itself,
+    in short slices, rather than relying on the event alone."""
+
+    _SLICE_SECONDS = 0.05
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._requested = False
         self.reason = ""
 
-    def set(self, reason: str = "requested") -> None:
-        if not self._event.is_set():
+    def request(self, reason: str) -> None:
+        """Signal-safe: no lock, no allocation beyond the assignment."""
+        if not self._requested:
             self.reason = reason
+            self._requested = True
+
+    def set(self, reason: str = "requested") -> None:
+        self.request(reason)
         self._event.set()
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._requested
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self._requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._event.wait(min(left, self._SLICE_SECONDS))
+        return True
 
 
 class StoppableClock(SystemClock):
@@ -81,7 +103,7 @@ def install_signal_handlers(stop: StopFlag) -> Callable[[], None]:
     """SIGTERM and SIGINT set `stop`; returns a function that restores the previous handlers."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set(signal.Signals(signum).name)
+        stop.request(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 

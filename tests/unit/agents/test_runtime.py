@@ -45,6 +45,53 @@ def test_a_signal_sets_the_stop_flag_and_handlers_are_restored(sig: signal.Signa
     assert signal.getsignal(sig) == before
 
 
+# Ctrl-C at a terminal reaches the whole process group: an agent gets SIGINT, and the fleet's
+# SIGTERM a moment later, often while the first handler is still running. A handler that takes
+# a lock (threading.Event.set does) then waits forever on the lock its own interrupted frame
+# holds: the agent hung until the fleet killed it (-9, fleet exit 1; seen about 1 run in 6).
+NESTED_SIGNAL = """
+import signal, sys, threading
+from agents.runtime import StopFlag, install_signal_handlers
+
+stop = StopFlag()
+install_signal_handlers(stop)
+nested = []
+
+class SecondSignalMidSet(threading.Event):
+    def set(self):
+        with self._cond:  # what Event.set holds when the second signal lands
+            if not nested:
+                nested.append(1)
+                signal.raise_signal(signal.SIGTERM)
+            self._flag = True
+            self._cond.notify_all()
+
+for name, value in vars(stop).items():  # whichever Event the flag keeps
+    if isinstance(value, threading.Event):
+        setattr(stop, name, SecondSignalMidSet())
+signal.raise_signal(signal.SIGINT)
+print(stop.is_set(), stop.reason, stop.wait(1.0))
+"""
+
+
+def test_a_second_signal_during_the_first_ones_handler_cannot_hang_the_agent() -> None:
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", NESTED_SIGNAL],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process hung: a signal handler waited on a lock its own frame held")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "SIGINT", "True"]
+
+
 def test_a_stop_ends_a_backoff_sleep_at_once() -> None:
     stop = StopFlag()
     clock = StoppableClock(stop)
