@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     config = add("config", _config, "print the resolved settings of an agent, secrets masked")
-    config.add_argument("agent_type", choices=AGENT_TYPES, nargs="?", default="publisher")
+    config.add_argument("agent_type", choices=sorted(AGENT_TYPES), nargs="?", default="publisher")
 
     setup = sub.add_parser("setup", help="create infrastructure (idempotent)")
     setup_sub = setup.add_subparsers(dest="target", required=True, metavar="TARGET")

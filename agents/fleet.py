@@ -24,9 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from agents.core.logs import JsonLogger, Redactor
+from agents.core.logs import JsonLogger, Redactor, display_url
 from agents.core.settings import SETTINGS_BY_TYPE, SettingsError, load_settings
 from agents.runtime import StopFlag, install_signal_handlers, preflight
 from agents.supervisor import RestartPolicy, Supervisor
@@ -111,14 +110,14 @@ def _rabbit_problem(settings: CommonSettings) -> str | None:
     import pika
     import pika.exceptions
 
-    from agents.core.broker import _AUTH_ERRORS, connection_parameters, declare_topology
+    from agents.core.broker import AUTH_ERRORS, connection_parameters, declare_topology
     from agents.ports import TopologyError
 
     where = f"{settings.rabbitmq_host}:{settings.rabbitmq_port}"
     user, vhost = settings.rabbitmq_user, settings.rabbitmq_vhost
     try:
         connection = pika.BlockingConnection(connection_parameters(settings))
-    except _AUTH_ERRORS as exc:
+    except AUTH_ERRORS as exc:
         return (
             f"RabbitMQ at {where} refused authentication for user {user!r} ({_detail(exc)}); "
             "check RABBITMQ_USER and RABBITMQ_PASS"
@@ -440,10 +439,6 @@ def report_hint(settings: CommonSettings, started_at: datetime, log_file: str | 
 
 
 def shown_url(url: str, settings: CommonSettings) -> str:
-    """A URL as it may be printed: scheme, host, port and path only. Userinfo and the query
-    string can carry credentials (`user:pass@`, `?token=`), and any secret the settings know
-    is scrubbed from what is left."""
-    parts = urlsplit(url)
-    return Redactor(settings.secrets())(
-        f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
-    )
+    """A URL as the fleet prints it: no credentials in it (`display_url`), and any secret the
+    settings know scrubbed from what is left."""
+    return Redactor(settings.secrets())(display_url(url))

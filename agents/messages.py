@@ -24,9 +24,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.data import data_path
+from agents.vocab import FICTIONAL, NON_FICTIONAL
 
 Genre = Literal["fictional", "non-fictional"]
-GENRES: tuple[Genre, ...] = ("fictional", "non-fictional")
+GENRES: tuple[Genre, ...] = (FICTIONAL, NON_FICTIONAL)  # the queues: routing key == genre
 
 # Far above any real book message (~300 bytes) and far below what could hurt a consumer.
 MAX_BODY_BYTES = 4096

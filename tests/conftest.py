@@ -58,5 +58,6 @@ def own_spend_ledger(
 ) -> None:
     """Each test gets its own SQLite spend ledger unless it names one: the default
     (./var/budget.sqlite) is shared by every process started in the same directory, so spend
-    one test recorded would rate-limit or cap the next. Subprocesses inherit it."""
+    one test recorded would rate-limit or cap the next. Subprocesses started with this
+    environment inherit it (those built by `clean_env()` drop it and run in their own directory)."""
     monkeypatch.setenv("BUDGET_LEDGER", str(tmp_path_factory.mktemp("ledger") / "budget.sqlite"))

@@ -39,7 +39,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from agents.core.clock import SystemClock
 from agents.core.logs import JsonLogger, Logger, Redactor, describe_error
 from agents.core.settings import CommonSettings, QueueType
-from agents.ports import Broker, BrokerError, Clock, Delivery, Outcome, PublishError, TopologyError
+from agents.ports import BrokerError, Clock, Delivery, Outcome, PublishError, TopologyError
 from agents.vocab import (
     ANOMALY_QUEUE,
     DEAD_LETTER_QUEUE,
@@ -64,7 +64,7 @@ _PRECONDITION_FAILED = 406
 # Anything pika or the socket layer can throw while talking to the broker.
 _TRANSIENT: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
-_AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
+AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
 
 # --------------------------------------------------------------------------------------------
 # Topology
@@ -464,7 +464,7 @@ class RabbitBroker:
 
     def _explain(self, exc: BaseException) -> str:
         """A one-line reason for a failure, with the password scrubbed should pika ever echo it."""
-        if isinstance(exc, _AUTH_ERRORS):
+        if isinstance(exc, AUTH_ERRORS):
             text = "authentication refused (check RABBITMQ_USER and RABBITMQ_PASS)"
         elif isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
             detail = f": {exc.args[0]}" if exc.args else ""
@@ -839,24 +839,17 @@ def _close_quietly(connection: BlockingConnection | None) -> None:
 
 
 __all__ = [
-    "ANOMALY_QUEUE",
-    "DEAD_LETTER_QUEUE",
+    "AUTH_ERRORS",
     "DELIVERY_LIMIT",
-    "DLX",
-    "EXCHANGE",
-    "QUEUES",
     "QUEUE_TYPES",
-    "Broker",
-    "BrokerError",
-    "Delivery",
     "DepthReader",
-    "PublishError",
     "RabbitBroker",
-    "TopologyError",
     "backoff_delay",
     "connection_parameters",
     "declare_topology",
+    "passive_consumers",
     "passive_depth",
     "queue_arguments",
+    "read_depths",
     "setup_topology",
 ]

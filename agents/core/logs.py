@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
 
 from agents.core.clock import SystemClock
 from agents.ports import Clock
@@ -75,6 +76,13 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text
+
+
+def display_url(url: str) -> str:
+    """A URL as it may be printed: scheme, host, port and path only. Userinfo and the query
+    string can carry credentials (`user:pass@`, `?token=`)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class Logger(Protocol):

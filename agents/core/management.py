@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agents.core.logs import Redactor, display_url
+
 
 class ApiError(OSError):
     """An HTTP API refused a request or could not be reached. Never contains a secret."""
@@ -72,7 +74,7 @@ class UrllibHttp:
         data = None if body is None else json.dumps(body).encode()
         # Settings restrict URLs to http(s); this guards direct callers too.
         if not url.startswith(("http://", "https://")):
-            raise ApiError(f"not an http(s) URL: {where(url)}")
+            raise ApiError(f"not an http(s) URL: {display_url(url)}")
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         for key, value in {"Content-Type": "application/json", **headers}.items():
             request.add_header(key, value)
@@ -83,7 +85,7 @@ class UrllibHttp:
             return Response(exc.code, parse_body(exc.read()))
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise Unreachable(f"{method} {where(url)}: {reason}") from None
+            raise Unreachable(f"{method} {display_url(url)}: {reason}") from None
 
 
 def parse_body(raw: bytes) -> Any:
@@ -94,12 +96,6 @@ def parse_body(raw: bytes) -> Any:
         return json.loads(text)
     except ValueError:
         return text.strip()
-
-
-def where(url: str) -> str:
-    """scheme://host:port/path without query or userinfo, for error messages."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def error_text(body: Any) -> str:
@@ -140,7 +136,7 @@ class ManagementClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.user = user
-        self._password = password
+        self._scrub = Redactor([password])
         self._auth = {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}
         self._http = http or UrllibHttp(timeout)
 
@@ -256,8 +252,3 @@ class ManagementClient:
                 reply.status,
             )
         return reply.body
-
-    def _scrub(self, text: str) -> str:
-        if self._password and len(self._password) >= 3:
-            text = text.replace(self._password, "***")
-        return text

@@ -34,6 +34,7 @@ from agents.core.settings import (
 )
 from agents.ports import DecisionClient
 from agents.testing.clock import FakeClock
+from agents.vocab import AGENT_TYPES
 
 KEPT_REQUEST_HEADERS = ("content-type", "anthropic-version")
 
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = (base.anthropic_base_url or OFFICIAL_API).rstrip("/")
     official = endpoint == OFFICIAL_API
     failed = False
-    for agent_type in cs.AGENT_TYPES:
+    for agent_type in AGENT_TYPES:
         path = cs.cassette_path(directory, agent_type)
         header = cassette_header(
             synthetic=not official,

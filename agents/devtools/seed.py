@@ -25,6 +25,7 @@ from agents.core.settings import CommonSettings, load_settings
 from agents.devtools.record import SETTINGS, cassette_header, drive, recording
 from agents.ports import DecisionClient
 from agents.testing.clock import FakeClock
+from agents.vocab import AGENT_TYPES
 
 # The rules behind the synthetic answers, chosen to be what a sensible operator would do, and so
 # that the scenarios' states (agents/scenarios.py) get every action:
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return AnthropicClient(sdk, settings.claude_model, "live", clock)
 
-    for agent_type in cs.AGENT_TYPES:
+    for agent_type in AGENT_TYPES:
         path = cs.cassette_path(directory, agent_type)
         metadata = cassette_header(
             synthetic=True,

@@ -32,8 +32,8 @@ from agents.testing.env import AGENT_VARIABLES as AGENT_VARIABLES
 from agents.testing.env import AI_VARIABLES as AI_VARIABLES
 from agents.testing.env import clean_env as clean_env
 from agents.testing.influx import FakeInflux as FakeInflux
-from agents.testing.logs import Event as Event
 from agents.testing.logs import LogCapture as LogCapture
+from agents.testing.logs import LogEvent as LogEvent
 from agents.testing.logs import capture_logs as capture_logs
 from agents.testing.logs import parse_line as parse_line
 from agents.testing.logs import parse_lines as parse_lines

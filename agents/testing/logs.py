@@ -18,10 +18,10 @@ from typing import Any
 from agents.core.logs import REQUIRED_KEYS, JsonLogger, Level, Redactor
 from agents.ports import Clock
 
-Event = dict[str, Any]
+LogEvent = dict[str, Any]
 
 
-def parse_line(line: str | bytes) -> Event:
+def parse_line(line: str | bytes) -> LogEvent:
     """One JSON log line as a dict; ValueError (naming the line) if it is not a JSON object."""
     try:
         event = json.loads(line)
@@ -32,7 +32,7 @@ def parse_line(line: str | bytes) -> Event:
     return event
 
 
-def parse_lines(text: str | bytes, *, only_json: bool = False) -> list[Event]:
+def parse_lines(text: str | bytes, *, only_json: bool = False) -> list[LogEvent]:
     """Every line of `text` as an event dict.
 
     Strict by default: stdout of an agent is JSON lines and nothing else, so any other line
@@ -48,8 +48,8 @@ def parse_lines(text: str | bytes, *, only_json: bool = False) -> list[Event]:
 
 
 def select(
-    events: list[Event], message: str | None = None, level: str | None = None
-) -> list[Event]:
+    events: list[LogEvent], message: str | None = None, level: str | None = None
+) -> list[LogEvent]:
     """The events with this message and/or level (None matches any)."""
     return [
         event
@@ -86,11 +86,11 @@ class LogCapture(io.StringIO):
         )
 
     @property
-    def events(self) -> list[Event]:
+    def events(self) -> list[LogEvent]:
         """Every line written so far, decoded (strictly: a line that is not JSON raises)."""
         return parse_lines(self.getvalue())
 
-    def where(self, message: str | None = None, level: str | None = None) -> list[Event]:
+    def where(self, message: str | None = None, level: str | None = None) -> list[LogEvent]:
         """The events with this message and/or level (None matches any)."""
         return select(self.events, message, level)
 

@@ -1,8 +1,7 @@
 """Read the committed dashboard JSON and pull out what its queries reference.
 
 Deliberately independent of agents/dashboards: these parsers read the generated text, the way
-Grafana and InfluxDB will, so a builder bug cannot vouch for itself. (The metrics fixture is read
-with the agents' line-protocol parser: it is data the dashboards query, not dashboard output.)
+Grafana and InfluxDB will, so a builder bug cannot vouch for itself.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from agents.core.metrics.line_protocol import ParsedPoint, parse_line
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "infra" / "grafana" / "dashboards"
@@ -164,15 +161,54 @@ def logql_selector(expr: str) -> list[LabelMatcher]:
 # --- line protocol ------------------------------------------------------------------------------
 
 
-def read_line_protocol(path: Path) -> list[ParsedPoint]:
-    """Every point of a line-protocol file, read with the agents' own parser: unlike their
-    reader, which skips a torn line, a malformed line here fails (the fixture must be whole)."""
+@dataclass(frozen=True)
+class LinePoint:
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, str]  # raw values; the tie only needs the keys
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside backslash escapes and double-quoted strings."""
+    parts, current, quoted, i = [], [], False, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            current.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([ ,=\\\"])", r"\1", text)
+
+
+def read_line_protocol(path: Path) -> list[LinePoint]:
     points = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
-        try:
-            points.append(parse_line(line))
-        except ValueError as exc:
-            raise ValueError(f"{path.name}:{number}: not line protocol: {line[:60]!r}") from exc
+        sections = _split(line, " ")
+        if len(sections) not in (2, 3):
+            raise ValueError(f"{path.name}:{number}: not line protocol: {line[:60]!r}")
+        series = _split(sections[0], ",")
+        tags = {}
+        for item in series[1:]:
+            key, *value = _split(item, "=")
+            tags[_unescape(key)] = _unescape("=".join(value))
+        fields = {}
+        for item in _split(sections[1], ","):
+            key, *value = _split(item, "=")
+            fields[_unescape(key)] = "=".join(value)
+        points.append(LinePoint(_unescape(series[0]), tags, fields))
     return points

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from agents.core.logs import Level
-from agents.core.metrics.line_protocol import ParsedPoint
 from agents.core.metrics.schema import COMMON_TAGS, SCHEMA
 from agents.core.settings import CommonSettings
 from tests.dashboards.dashboard_queries import (
@@ -19,6 +18,7 @@ from tests.dashboards.dashboard_queries import (
     FIXTURE,
     FLUX_COLUMNS,
     PROMTAIL_CONFIG,
+    LinePoint,
     Query,
     as_grafana_sends,
     bucket_expressions,
@@ -177,7 +177,7 @@ def test_fixture_says_how_it_was_produced_and_fits_the_schema() -> None:
         assert set(p.fields) <= set(m.fields), p
 
 
-def missing_series(text: str, points: list[ParsedPoint]) -> list[str]:
+def missing_series(text: str, points: list[LinePoint]) -> list[str]:
     """What a Flux query filters or groups on that no point in `points` has."""
     refs = flux_refs(as_grafana_sends(text, BUCKET))
     if not refs.measurements:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agents.core.management import ApiStatusError, ManagementClient
+from agents.core.management import ApiError, ManagementClient
 from agents.provision import ProvisionError, UrllibHttp, agents_permission_pattern
 from agents.testing import parse_lines
 from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUES
@@ -57,8 +57,9 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
             if result:
                 return result
             last = result
-        # ApiStatusError: the management API's "not yet" (a 404 until a queue or user exists).
-        except (ProvisionError, ApiStatusError, KeyError, ValueError, TypeError) as exc:
+        # ApiError: a service still starting (Unreachable: connection refused) or the management
+        # API's "not yet" (ApiStatusError: a 404 until a queue or user exists).
+        except (ProvisionError, ApiError, KeyError, ValueError, TypeError) as exc:
             last = exc
         if time.monotonic() >= deadline:
             pytest.fail(f"{what}: not within {timeout:.0f} s (last: {last!r})"[:500], pytrace=False)

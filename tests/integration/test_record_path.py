@@ -15,6 +15,7 @@ from agents.core.settings import PublisherSettings, load_settings
 from agents.devtools import record
 from agents.devtools.seed import synthetic_answer
 from agents.testing.claude import FakeMessagesAPI
+from agents.vocab import AGENT_TYPES
 from tests.integration.test_ai_replay import assert_every_action_replays
 
 FAKE_KEY = "sk-ant-api03-FAKE-recording-key-0123456789abcdef"
@@ -48,7 +49,7 @@ def test_recording_through_the_real_sdk_covers_every_situation_and_leaks_nothing
     situations = sum(len(v) for v in record.SCENARIOS.values())
     assert sent == situations
 
-    for agent_type in cs.AGENT_TYPES:
+    for agent_type in AGENT_TYPES:
         path = cs.cassette_path(directory, agent_type)
         text = path.read_text()
         assert cs.scan_for_keys(text) == [], path

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from agents.core.broker import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from agents.core.settings import BrokerSettings, load_settings
 from agents.testing import clean_env, parse_lines
+from agents.vocab import ANOMALY_QUEUE, DEAD_LETTER_QUEUE, QUEUES
 from tests.support.rabbit import drain_queue, management, queue_depths
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import pika
 import pytest
 
-from agents.core.broker import connection_parameters, read_depths
+from agents.core.broker import connection_parameters
 from agents.core.management import ManagementClient
 from agents.core.settings import CommonSettings
 from agents.vocab import QUEUES
@@ -110,4 +110,14 @@ def drain_queue(settings: CommonSettings, queue: str) -> list[tuple[Any, Any, by
 def queue_depths(settings: CommonSettings, queues: Sequence[str] = QUEUES) -> dict[str, int]:
     """Ready messages in each of `queues` (passive declares), read over a plain pika connection
     of its own, from outside whatever is under test."""
-    return read_depths(connection_parameters(settings), queues)
+    # A plain passive declare, not the broker module's reader: the check must not be the code it
+    # checks (RabbitBroker.queue_depths reads depths the same way).
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        return {
+            queue: int(channel.queue_declare(queue=queue, passive=True).method.message_count)
+            for queue in queues
+        }
+    finally:
+        connection.close()

@@ -18,8 +18,6 @@ from typing import Any
 from agents.core.ai.prompts import genre_of, numbers_of, template_of
 from agents.data import data_path
 
-AGENT_TYPES = ("publisher", "consumer", "monitor")
-
 # Credentials never reach a cassette; volatile headers would only make diffs noisy.
 SCRUBBED_REQUEST_HEADERS = ("authorization", "x-api-key", "anthropic-api-key", "cookie")
 KEPT_RESPONSE_HEADERS = ("content-type",)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.core.logs import Logger, describe_error
+from agents.core.logs import Logger, describe_error, display_url
 from agents.core.metrics.line_protocol import line_protocol
 from agents.ports import MetricPoint, MetricsSink
 from agents.vocab import Event
@@ -173,7 +173,8 @@ class InfluxSink:
 
     @property
     def description(self) -> str:
-        return f"influxdb:{self.url} org={self.org} bucket={self.bucket}"
+        # Shown in every start-up line and write error: never the URL's userinfo or query.
+        return f"influxdb:{display_url(self.url)} org={self.org} bucket={self.bucket}"
 
     def _on_success(self, conf: Any, data: str | bytes) -> None:
         self.errors.succeeded(_line_count(data))

@@ -294,6 +294,12 @@ def test_gauges_per_window_and_threshold_events_at_50_80_100_percent() -> None:
     with pytest.raises(Refused):
         guard.reserve(1000, SONNET)
     gauges = sink.where("ai_budget", scope="fleet", window="10min")
+    # Float fields (a string would break InfluxDB's sums); float() below only narrows the type.
+    assert all(
+        isinstance(p.fields[key], float)
+        for p in gauges
+        for key in ("reserved_usd", "remaining_usd")
+    )
     assert [round(float(p.fields["reserved_usd"]), 6) for p in gauges] == [0.0075, 0.015, 0.015]
     assert [round(float(p.fields["remaining_usd"]), 6) for p in gauges] == [0.0125, 0.005, 0.005]
     assert {p.tags["window"] for p in sink.where("ai_budget", scope="agent")} == {"10min", "hour"}
