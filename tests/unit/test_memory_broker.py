@@ -86,20 +86,28 @@ def test_join_times_out_naming_what_is_held() -> None:
         broker.join(timeout=0.05)
 
 
-def test_join_wakes_when_another_thread_settles() -> None:
+def test_join_returns_once_another_thread_has_settled_everything() -> None:
     broker, held = holding(2, prefetch=1)
     broker.process_events(0)
-    (first,) = held
+    done = threading.Event()
 
-    def settle_later() -> None:
-        first.ack()
+    def settle_as_they_come() -> None:  # the second arrives only after the first is acked
+        acked = 0
+        while acked < 2 and not done.is_set():
+            if len(held) > acked:
+                held[acked].ack()
+                acked += 1
+            else:
+                done.wait(0.005)
 
-    worker = threading.Timer(0.05, settle_later)
+    worker = threading.Thread(target=settle_as_they_come)
     worker.start()
-    with pytest.raises(TimeoutError):  # the second delivery is held by nobody's thread
-        broker.join(timeout=0.5)
-    worker.join()
-    assert len(held) == 2  # the ack from the other thread let the second one through
+    try:
+        broker.join(timeout=10)  # raises TimeoutError if the other thread's acks never count
+    finally:
+        done.set()
+        worker.join()
+    assert [d.outcome for d in held] == ["ack", "ack"]
 
 
 def test_join_on_one_queue_ignores_the_others() -> None:
