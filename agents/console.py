@@ -236,7 +236,7 @@ def event_line(record: Mapping[str, Any]) -> Text | None:
     # Said already by the lines above (the analysis; the consumer's DEAD-LETTERED line).
     if level == "WARNING" and message not in (
         Event.HEALTH_WARNING,
-        "message rejected to the dead-letter queue",
+        Event.REJECTED_TO_DEAD_LETTER,
     ):
         line.append(f"warning {_clip(message, 70)}", style="yellow")
         return line

@@ -75,7 +75,9 @@ class Event:
     DEPTH_SAMPLE_FAILED: Final = "Queue depth sample failed"
     MONITOR_STOPPING: Final = "Monitor stopping"
 
-    # the AI engine and the spend guard
+    # the AI engine and the spend guard (a decision's level says which: AI_DECISION, AI_ANALYSIS)
+    AI_DECISION: Final = "AI decision"
+    HEALTH_CHECK: Final = "System health check"
     AI_FALLBACK: Final = "AI call failed; using the default decision"
     AI_FAILED_UNEXPECTEDLY: Final = "AI call failed unexpectedly"
     AI_INPUT_REJECTED: Final = "AI decision input rejected"
@@ -92,6 +94,7 @@ class Event:
     METRICS_WRITE_FAILED: Final = "Metrics write failed; points dropped"
     METRICS_NOT_FLUSHED: Final = "Metrics not flushed in time; points dropped"
     CONNECT_FAILED: Final = "RabbitMQ connection attempt failed"
+    REJECTED_TO_DEAD_LETTER: Final = "message rejected to the dead-letter queue"
 
     # the fleet (`agents run`) and its supervisor
     FLEET_STARTED: Final = "Fleet started"

@@ -786,7 +786,7 @@ class RabbitBroker:
                 how = "copied with reason; original not acked, the broker redelivers it"
                 self._log.debug("ack after dead-letter copy failed", error=describe_error(exc))
         self._log.warning(
-            "message rejected to the dead-letter queue",
+            Event.REJECTED_TO_DEAD_LETTER,
             queue=delivery.queue,
             message_id=delivery.message_id,
             reason=reason,

@@ -8,6 +8,9 @@ from __future__ import annotations
 from agents.vocab import Event
 
 PINNED = {
+    "AI_DECISION": "AI decision",
+    "HEALTH_CHECK": "System health check",
+    "REJECTED_TO_DEAD_LETTER": "message rejected to the dead-letter queue",
     "ACKS_NOT_DELIVERED": "Acks not delivered: channel closed, the broker redelivers the messages",
     "AGENT_CRASHED": "Agent crashed",
     "AGENT_EXITED": "Agent exited unexpectedly",

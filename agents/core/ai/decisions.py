@@ -16,13 +16,9 @@ from agents.core.ai import prompts, schemas
 from agents.core.ai.schemas import ConsumerDecision, Decision, MonitorAnalysis, PublisherDecision
 from agents.core.logs import Level
 from agents.core.settings import CommonSettings, PublisherSettings
-from agents.vocab import FICTIONAL, NON_FICTIONAL
+from agents.vocab import FICTIONAL, NON_FICTIONAL, Event
 
 D = TypeVar("D", bound=Decision)
-
-# The messages of the decision lines (their level says which: AI_DECISION or AI_ANALYSIS).
-DECISION_MESSAGE = "AI decision"
-ANALYSIS_MESSAGE = "System health check"
 
 # The publisher's interval bounds when the engine runs under another agent's settings (tools,
 # tests): PublisherSettings' own defaults.
@@ -90,7 +86,7 @@ def publisher(
 
     return Ask(
         Level.AI_DECISION,
-        DECISION_MESSAGE,
+        Event.AI_DECISION,
         lambda: prompts.publisher_prompt(
             fictional_depth, nonfictional_depth, fictional_interval, nonfictional_interval
         ),
@@ -118,7 +114,7 @@ def consumer(genre: str, priority: int, queue_depth: int) -> Ask[ConsumerDecisio
 
     return Ask(
         Level.AI_DECISION,
-        DECISION_MESSAGE,
+        Event.AI_DECISION,
         lambda: prompts.consumer_prompt(genre, priority, queue_depth),
         schemas.CONSUMER_SCHEMA,
         schemas.parse_consumer,
@@ -153,7 +149,7 @@ def monitor(
 
     return Ask(
         Level.AI_ANALYSIS,
-        ANALYSIS_MESSAGE,
+        Event.HEALTH_CHECK,
         lambda: prompts.monitor_prompt(messages_published, queue_depths, errors),
         schemas.MONITOR_SCHEMA,
         lambda text: schemas.parse_monitor(text, error_count),
