@@ -18,11 +18,11 @@ from agents.testing.broker import MemoryBroker as MemoryBroker
 from agents.testing.broker import Message as Message
 from agents.testing.broker import Published as Published
 from agents.testing.broker import bodies as bodies
+from agents.testing.claude import EngineRig as EngineRig
 from agents.testing.claude import FakeMessagesAPI as FakeMessagesAPI
-from agents.testing.claude import Rig as Rig
 from agents.testing.claude import ScriptedClient as ScriptedClient
 from agents.testing.claude import consumer_reply as consumer_reply
-from agents.testing.claude import make_rig as make_rig
+from agents.testing.claude import engine_rig as engine_rig
 from agents.testing.claude import message_json as message_json
 from agents.testing.claude import mock_client as mock_client
 from agents.testing.claude import monitor_reply as monitor_reply

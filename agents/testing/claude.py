@@ -6,7 +6,7 @@
   In-process it is an httpx `MockTransport` handler for the real SDK (`mock_client`); for agents
   in other processes, `with FakeMessagesAPI(...) as api:` serves the same handler on 127.0.0.1
   and `api.url` goes in ANTHROPIC_BASE_URL.
-- `make_rig`: the real engine on a fake clock, its JSON lines and metric points captured.
+- `engine_rig`: the real engine on a fake clock, its JSON lines and metric points captured.
 
 The SDK and its HTTP stack are imported only by the helpers that use them, so a test that needs
 only the scripted client (or `agents.testing`'s broker) does not pay for them.
@@ -451,7 +451,7 @@ def mock_client(
 
 
 @dataclass
-class Rig:
+class EngineRig:
     engine: DecisionEngine
     clock: FakeClock
     stream: io.StringIO
@@ -465,13 +465,13 @@ class Rig:
         return self.sink.where("ai_decision")
 
 
-def make_rig(
+def engine_rig(
     settings: CommonSettings,
     client: DecisionClient | None = None,
     cwd: Path | None = None,
     clock: FakeClock | None = None,
     ledger: Ledger | None = None,
-) -> Rig:
+) -> EngineRig:
     """The real engine (mode resolved as an agent resolves it, unless `client` is given) on a
     fake clock, logging to a string and writing points to memory."""
     from agents.core.ai.engine import build_engine
@@ -487,4 +487,4 @@ def make_rig(
     sink = MemorySink()
     metrics = Metrics(sink, settings.agent_id, settings.agent_type)
     engine = build_engine(settings, logger, metrics, clock, client=client, cwd=cwd, ledger=ledger)
-    return Rig(engine, clock, stream, sink)
+    return EngineRig(engine, clock, stream, sink)

@@ -15,7 +15,7 @@ from agents.testing.claude import (
     BEHAVIOURS,
     INJECTION_MARKER,
     FakeMessagesAPI,
-    make_rig,
+    engine_rig,
     mock_client,
 )
 from agents.testing.clock import FakeClock
@@ -44,7 +44,7 @@ def test_every_behaviour_has_an_expectation() -> None:
 def test_each_fault_reaches_the_engine_as_its_fallback(behaviour: str) -> None:
     api = FakeMessagesAPI([behaviour])
     clock = FakeClock()
-    rig = make_rig(load_settings(ConsumerSettings), mock_client(api.handle, clock), clock=clock)
+    rig = engine_rig(load_settings(ConsumerSettings), mock_client(api.handle, clock), clock=clock)
     decision = rig.engine.decide_consumer("fictional", 3, 10)
     assert (decision.action, decision.fallback) == EXPECTED[behaviour]
     assert api.counts == {behaviour: 1}
@@ -62,7 +62,7 @@ def test_the_script_cycles_and_the_answer_and_usage_are_the_callers() -> None:
         usage=lambda prompt, text: (7, 3),
     )
     clock = FakeClock()
-    rig = make_rig(load_settings(ConsumerSettings), mock_client(api.handle, clock), clock=clock)
+    rig = engine_rig(load_settings(ConsumerSettings), mock_client(api.handle, clock), clock=clock)
     fallbacks = []
     for _ in range(4):
         clock.advance(3600)

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from agents.core.settings import PublisherSettings, load_settings
-from agents.testing.claude import make_rig, message_json, mock_client
+from agents.testing.claude import engine_rig, message_json, mock_client
 from agents.testing.clock import FakeClock
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
@@ -73,7 +73,7 @@ def test_failure_maps_to_a_fallback_log_line_and_metric(
 ) -> None:
     clock = FakeClock()
     settings = load_settings(PublisherSettings, claude_model="claude-sonnet-4-6")
-    rig = make_rig(settings, mock_client(handler, clock, model="claude-sonnet-4-6"), clock=clock)
+    rig = engine_rig(settings, mock_client(handler, clock, model="claude-sonnet-4-6"), clock=clock)
 
     decision = rig.engine.decide_publisher(40, 2, 5.0, 10.0)
 
@@ -108,7 +108,7 @@ def test_retryable_status_is_retried_a_bounded_number_of_times_with_a_capped_del
         text = '{"action": "slow_down", "fictional_interval": 9, "nonfictional_interval": 20}'
         return httpx2.Response(200, json=message_json(text))
 
-    rig = make_rig(
+    rig = engine_rig(
         load_settings(PublisherSettings), mock_client(handler, clock, retries=2), clock=clock
     )
     decision = rig.engine.decide_publisher(400, 2, 5.0, 10.0)
@@ -125,7 +125,7 @@ def test_retries_run_out_into_a_fallback() -> None:
         calls.append(1)
         return httpx2.Response(429, json={"type": "error", "error": {"type": "rate_limit_error"}})
 
-    rig = make_rig(
+    rig = engine_rig(
         load_settings(PublisherSettings), mock_client(handler, clock, retries=1), clock=clock
     )
     assert rig.engine.decide_publisher(1, 1, 5.0, 10.0).fallback == "api_rate_limited"
@@ -142,7 +142,7 @@ def test_live_request_is_what_the_issue_asks_for() -> None:
 
     from agents.core.settings import ConsumerSettings
 
-    rig = make_rig(load_settings(ConsumerSettings), mock_client(handler, clock), clock=clock)
+    rig = engine_rig(load_settings(ConsumerSettings), mock_client(handler, clock), clock=clock)
     decision = rig.engine.decide_consumer("non-fictional", 3, 12)
     assert decision.action == "process" and decision.ai_used
     body = json.loads(sent[0].content)

@@ -20,7 +20,7 @@ from agents.core.settings import (
 )
 from agents.devtools import seed
 from agents.testing import AI_VARIABLES
-from agents.testing.claude import make_rig
+from agents.testing.claude import engine_rig
 from agents.testing.clock import FakeClock
 from agents.vocab import AGENT_TYPES, Event
 from tests.support.env import scrub_env
@@ -46,7 +46,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_publisher_replays_the_nearest_recording(workdir: Path) -> None:
-    rig = make_rig(load_settings(PublisherSettings), cwd=workdir)
+    rig = engine_rig(load_settings(PublisherSettings), cwd=workdir)
     assert rig.engine.mode == "replay"
     backlog = rig.engine.decide_publisher(600, 250, 5.0, 10.0)
     assert backlog.action == "slow_down" and backlog.ai_used
@@ -64,9 +64,9 @@ def test_publisher_replays_the_nearest_recording(workdir: Path) -> None:
 
 
 def test_consumer_and_monitor_replay(workdir: Path) -> None:
-    consumer = make_rig(load_settings(ConsumerSettings), cwd=workdir)
+    consumer = engine_rig(load_settings(ConsumerSettings), cwd=workdir)
     assert consumer.engine.decide_consumer("fictional", 1, 900).action == "batch"
-    monitor = make_rig(load_settings(MonitorSettings), cwd=workdir)
+    monitor = engine_rig(load_settings(MonitorSettings), cwd=workdir)
     analysis = monitor.engine.analyse(20, {"fictional": 4500, "non-fictional": 3000}, 70)
     assert analysis.status == "critical" and analysis.issues and analysis.ai_used
 
@@ -84,7 +84,7 @@ def test_a_miss_is_a_loud_immediate_fallback(workdir: Path) -> None:
 
     settings = load_settings(ConsumerSettings)
     sdk = replay_sdk(load_cassette(path), timeout_s=5)
-    rig = make_rig(settings, AnthropicClient(sdk, settings.claude_model, "replay", FakeClock()))
+    rig = engine_rig(settings, AnthropicClient(sdk, settings.claude_model, "replay", FakeClock()))
     decision = rig.engine.decide_consumer("fictional", 1, 0)
     assert decision.fallback == "replay_miss"
     (warning,) = [line for line in rig.lines("WARNING") if line["message"] == Event.AI_FALLBACK]
@@ -150,9 +150,9 @@ def test_replay_gives_every_action_in_the_scenarios_states(workdir: Path) -> Non
 
 def assert_every_action_replays(workdir: Path) -> None:
     """Replays each state through the real engine (SDK, cassette transport, guard, parser)."""
-    publisher = make_rig(load_settings(PublisherSettings), cwd=workdir)
-    consumer = make_rig(load_settings(ConsumerSettings), cwd=workdir)
-    monitor = make_rig(load_settings(MonitorSettings), cwd=workdir)
+    publisher = engine_rig(load_settings(PublisherSettings), cwd=workdir)
+    consumer = engine_rig(load_settings(ConsumerSettings), cwd=workdir)
+    monitor = engine_rig(load_settings(MonitorSettings), cwd=workdir)
     got: list[tuple[tuple[object, ...], str, str, str | None]] = []  # (state, got, wanted, why)
     for args, expected in PUBLISHER_STATES:
         publisher.clock.advance(3600)

@@ -17,7 +17,7 @@ from agents.core.ai.ledger import memory_ledger
 from agents.core.ai.prices import UNKNOWN_MODEL_PRICE
 from agents.core.settings import ConsumerSettings, load_settings
 from agents.ports import Ledger
-from agents.testing.claude import Rig, make_rig, message_json, mock_client
+from agents.testing.claude import EngineRig, engine_rig, message_json, mock_client
 from agents.testing.clock import FakeClock
 from agents.vocab import Event
 
@@ -59,10 +59,10 @@ class Script:
         return self.handler(request)
 
 
-def consumer(name: str, script: Script, clock: FakeClock, ledger: Ledger) -> Rig:
+def consumer(name: str, script: Script, clock: FakeClock, ledger: Ledger) -> EngineRig:
     settings = load_settings(ConsumerSettings, consumer_id=name, ai_call_interval_seconds=1)
     client = mock_client(script, clock, retries=3)  # retries allowed: they must not be used
-    return make_rig(settings, client, clock=clock, ledger=ledger)
+    return engine_rig(settings, client, clock=clock, ledger=ledger)
 
 
 @pytest.mark.parametrize("kind", ["429 enforced_spend_limit_reached", "400 workspace limit"])
@@ -129,7 +129,7 @@ def test_an_ordinary_429_is_still_retried() -> None:
             httpx2.Response(200, json=message_json(OK)),
         ]
     )
-    rig = make_rig(
+    rig = engine_rig(
         load_settings(ConsumerSettings),
         mock_client(lambda request: next(answers), clock, retries=1),
         clock=clock,
@@ -179,7 +179,7 @@ def test_an_unpriced_model_is_reserved_at_the_dearest_price_before_the_call() ->
         fleet_max_cost_per_10min_usd=1,
         fleet_max_cost_per_hour_usd=1,
     )
-    rig = make_rig(
+    rig = engine_rig(
         settings, mock_client(handler, clock, model="claude-future-9"), clock=clock, ledger=ledger
     )
     decision = rig.engine.decide_consumer("fictional", 3, 10)

@@ -17,7 +17,7 @@ from agents.core.clock import SystemClock
 from agents.core.metrics import FileSink, Metrics
 from agents.core.metrics.reader import FileMetricsReader
 from agents.core.settings import ConsumerSettings, PublisherSettings, load_settings
-from agents.testing.claude import make_rig
+from agents.testing.claude import engine_rig
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_report_sums_what_the_engine_wrote(tmp_path: Path) -> None:
         load_settings(PublisherSettings, dry_run=True),
         load_settings(ConsumerSettings, dry_run=True),
     ):
-        rig = make_rig(settings)
+        rig = engine_rig(settings)
         rig.engine.metrics = Metrics(sink, settings.agent_id, settings.agent_type)
         if isinstance(settings, PublisherSettings):
             rig.engine.decide_publisher(1, 2, 5.0, 10.0)
@@ -91,7 +91,7 @@ def test_report_command_reads_the_embedded_file(
     monkeypatch.setenv("METRICS_FILE", str(path))
     settings = load_settings(ConsumerSettings, dry_run=True)
     sink = FileSink(path)
-    rig = make_rig(settings)
+    rig = engine_rig(settings)
     rig.engine.metrics = Metrics(sink, settings.agent_id, settings.agent_type)
     rig.engine.decide_consumer("non-fictional", 2, 3)
     sink.close()
