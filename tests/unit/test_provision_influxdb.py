@@ -35,7 +35,7 @@ SEVEN_DAYS = 7 * 86_400
 
 
 @dataclass
-class FakeInflux:
+class InfluxSetupState:
     token: str = TOKEN
     healthy_after: int = 0  # number of /health calls answered 503 first
     orgs: dict[str, str] = field(default_factory=dict)  # name -> id
@@ -92,8 +92,8 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 @pytest.fixture
-def influx(httpserver: HTTPServer) -> FakeInflux:
-    fake = FakeInflux()
+def influx(httpserver: HTTPServer) -> InfluxSetupState:
+    fake = InfluxSetupState()
     httpserver.expect_request(re.compile(".*")).respond_with_handler(fake.handle)
     return fake
 
@@ -114,7 +114,7 @@ def run(httpserver: HTTPServer, clock: FakeClock | None = None, **overrides: Any
 
 
 def test_creates_org_and_bucket_with_retention_on_an_empty_server(
-    httpserver: HTTPServer, influx: FakeInflux
+    httpserver: HTTPServer, influx: InfluxSetupState
 ) -> None:
     result = run(httpserver)
 
@@ -123,7 +123,7 @@ def test_creates_org_and_bucket_with_retention_on_an_empty_server(
     assert result["changed"] == ["created org monitoring", "created bucket agent_metrics"]
 
 
-def test_second_run_changes_nothing(httpserver: HTTPServer, influx: FakeInflux) -> None:
+def test_second_run_changes_nothing(httpserver: HTTPServer, influx: InfluxSetupState) -> None:
     run(httpserver)
     writes_after_first = list(influx.writes)
 
@@ -134,7 +134,7 @@ def test_second_run_changes_nothing(httpserver: HTTPServer, influx: FakeInflux) 
 
 
 def test_existing_bucket_with_other_retention_is_fixed(
-    httpserver: HTTPServer, influx: FakeInflux
+    httpserver: HTTPServer, influx: InfluxSetupState
 ) -> None:
     influx.orgs["monitoring"] = "org0000000000042"
     influx.buckets["b1"] = {
@@ -152,7 +152,7 @@ def test_existing_bucket_with_other_retention_is_fixed(
 
 
 def test_bucket_of_the_same_name_in_another_org_does_not_count(
-    httpserver: HTTPServer, influx: FakeInflux
+    httpserver: HTTPServer, influx: InfluxSetupState
 ) -> None:
     influx.orgs["other"] = "org0000000000007"
     influx.buckets["b1"] = {"id": "b1", "orgID": "org0000000000007", "name": "agent_metrics"}
@@ -165,7 +165,7 @@ def test_bucket_of_the_same_name_in_another_org_does_not_count(
     ]
 
 
-def test_waits_for_health_then_proceeds(httpserver: HTTPServer, influx: FakeInflux) -> None:
+def test_waits_for_health_then_proceeds(httpserver: HTTPServer, influx: InfluxSetupState) -> None:
     influx.healthy_after = 3
     clock = FakeClock()
 
@@ -176,7 +176,7 @@ def test_waits_for_health_then_proceeds(httpserver: HTTPServer, influx: FakeInfl
     assert "monitoring" in influx.orgs
 
 
-def test_gives_up_when_never_healthy(httpserver: HTTPServer, influx: FakeInflux) -> None:
+def test_gives_up_when_never_healthy(httpserver: HTTPServer, influx: InfluxSetupState) -> None:
     influx.healthy_after = 10**6
 
     with pytest.raises(ProvisionError, match=r"not ready after 30 s \(not ready\)"):
@@ -187,7 +187,7 @@ def test_gives_up_when_never_healthy(httpserver: HTTPServer, influx: FakeInflux)
 
 def test_wrong_token_fails_with_an_explanation_and_without_the_token(
     httpserver: HTTPServer,
-    influx: FakeInflux,
+    influx: InfluxSetupState,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -205,7 +205,7 @@ def test_wrong_token_fails_with_an_explanation_and_without_the_token(
 
 def test_command_line_provisions_and_logs_one_json_line(
     httpserver: HTTPServer,
-    influx: FakeInflux,
+    influx: InfluxSetupState,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
