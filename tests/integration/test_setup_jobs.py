@@ -18,7 +18,7 @@ from agents.testing import parse_lines
 from agents.vocab import DEAD_LETTER_QUEUE, QUEUES
 from tests.stack.stackfiles import service_env, services
 from tests.support.rabbit import MGMT_URL, RABBIT_HOST, RABBIT_PORT, management
-from tests.unit.test_provision_influxdb import FakeInflux
+from tests.unit.test_provision_influxdb import InfluxSetupState
 
 BIN = str(Path(sys.executable).parent)
 
@@ -72,7 +72,7 @@ def test_rabbitmq_setup_job_creates_the_account_then_the_topology_as_that_accoun
 def test_influxdb_setup_job_provisions_with_the_compose_environment(
     httpserver: HTTPServer,
 ) -> None:
-    fake = FakeInflux(token=service_env("influxdb-setup")["INFLUXDB_TOKEN"])
+    fake = InfluxSetupState(token=service_env("influxdb-setup")["INFLUXDB_TOKEN"])
     httpserver.expect_request(re.compile(".*")).respond_with_handler(fake.handle)
 
     done = run_job("influxdb-setup", {"INFLUXDB_URL": httpserver.url_for("/").rstrip("/")})
