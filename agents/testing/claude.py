@@ -18,7 +18,6 @@ import hashlib
 import io
 import itertools
 import json
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -417,10 +416,6 @@ def _handler_for(api: FakeMessagesAPI) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
-
-
-def leaked_into_prompt(prompts: Sequence[str], marker: str = INJECTION_MARKER) -> list[str]:
-    return [p for p in prompts if re.search(re.escape(marker), p)]
 
 
 # --- the real SDK and the real engine, offline ------------------------------------------------
